@@ -1,0 +1,169 @@
+"""The one frozen dataclass of hyperparameters, and the command-line flags that override it.
+
+Every run saves its Config as `config.json` and to TensorBoard, so a number can always be traced
+back to the settings that produced it.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+from mlp_core.errors import UserError
+
+ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "elu", "swish")
+INITIALIZERS = ("he_uniform", "glorot_uniform", "he_normal", "glorot_normal")
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
+SCHEDULES = ("cosine", "constant")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hyperparameters and run settings. Defaults reach >= 98.2 % test accuracy on MNIST."""
+
+    epochs: int = 20
+    batch_size: int = 128
+    hidden: tuple[int, ...] = (512, 256)
+    activation: str = "relu"
+    dropout: float = 0.3
+    initializer: str = "he_uniform"
+    optimizer: str = "adamw"
+    lr: float = 1e-3
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.0
+    l2: float = 0.0
+    clip_norm: float = 0.0
+    seed: int = 0
+    val_size: int = 10_000
+    normalize: bool = True
+    train_subset: int = 0
+    data_dir: str | None = None
+    logdir: str = "logs"
+    run_name: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "Config":
+        """Rebuild a Config from `config.json`; unknown keys are an error, not silently dropped."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise UserError(f"config has unknown keys: {', '.join(unknown)}")
+        values = dict(values)
+        if "hidden" in values:
+            values["hidden"] = tuple(int(h) for h in values["hidden"])
+        return cls(**values)
+
+
+def _positive_int(text: str) -> int:
+    value = _parse(int, text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
+    return value
+
+
+def _nonneg_int(text: str) -> int:
+    value = _parse(int, text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _parse(float, text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
+    return value
+
+
+def _nonneg_float(text: str) -> float:
+    value = _parse(float, text)
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _parse(float, text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
+    return value
+
+
+def _hidden(text: str) -> tuple[int, ...]:
+    """Parse '512,256' into (512, 256); '' or 'none' means no hidden layer (softmax regression)."""
+    if text.strip().lower() in ("", "none"):
+        return ()
+    try:
+        sizes = tuple(int(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated layer sizes like 512,256, got {text!r}") from None
+    if any(s <= 0 for s in sizes):
+        raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
+    return sizes
+
+
+def _parse(kind: type, text: str):
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+
+
+def add_config_flags(parser: argparse.ArgumentParser, defaults: Config = Config()) -> None:
+    """Add one kebab-case flag per Config field; each defaults to the dataclass value."""
+    d = defaults
+    add = parser.add_argument
+    add("--epochs", type=_positive_int, default=d.epochs, help="training epochs")
+    add("--batch-size", type=_positive_int, default=d.batch_size, help="examples per step")
+    add("--hidden", type=_hidden, default=d.hidden, help="hidden sizes, e.g. 512,256")
+    add("--activation", choices=ACTIVATIONS, default=d.activation)
+    add("--dropout", type=_fraction, default=d.dropout, help="dropout rate on hidden layers")
+    add("--initializer", choices=INITIALIZERS, default=d.initializer)
+    add("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
+    add("--lr", type=_positive_float, default=d.lr, help="peak learning rate")
+    add("--momentum", type=_fraction, default=d.momentum, help="for momentum/nesterov SGD")
+    add("--weight-decay", type=_nonneg_float, default=d.weight_decay, help="AdamW decoupled decay")
+    add("--schedule", choices=SCHEDULES, default=d.schedule, help="cosine = warm-up then cosine")
+    add("--warmup-epochs", type=_nonneg_float, default=d.warmup_epochs)
+    add("--label-smoothing", type=_fraction, default=d.label_smoothing)
+    add("--l2", type=_nonneg_float, default=d.l2, help="L2 penalty on weights, added to the loss")
+    add("--clip-norm", type=_nonneg_float, default=d.clip_norm, help="global-norm clip; 0 = off")
+    add("--seed", type=_nonneg_int, default=d.seed)
+    add("--val-size", type=_nonneg_int, default=d.val_size, help="last N training images")
+    add("--no-normalize", dest="normalize", action="store_false",
+        help="feed raw 0..255 pixels (for the normalization experiment)")
+    add("--train-subset", type=_nonneg_int, default=d.train_subset,
+        help="train on the first N training images only; 0 = all")
+    add("--data-dir", default=d.data_dir, help="IDX files or mnist.npz; default: packaged copy")
+    add("--logdir", default=d.logdir, help="parent directory of run directories")
+    add("--run-name", default=d.run_name, help="run directory name; default: timestamp")
+
+
+def config_from_args(args: argparse.Namespace) -> Config:
+    """Build the Config from parsed flags (only fields the dataclass knows)."""
+    names = {f.name for f in dataclasses.fields(Config)}
+    return Config(**{k: v for k, v in vars(args).items() if k in names})
+
+
+def parse_config(argv: Sequence[str] | None = None, description: str = "") -> Config:
+    """Parse flags into a Config. Bad values exit with argparse's one-line usage error."""
+    parser = argparse.ArgumentParser(description=description)
+    add_config_flags(parser)
+    return config_from_args(parser.parse_args(argv))
+
+
+def with_overrides(config: Config, **changes: Any) -> Config:
+    """A copy of `config` with some fields changed (the dataclass stays frozen)."""
+    return dataclasses.replace(config, **changes)

@@ -1,0 +1,36 @@
+"""One exception type for everything a user can cause, and the wrapper that turns it into one line.
+
+Scripts never show a traceback for bad input: they print `error: <what is wrong>` and exit non-zero.
+"""
+from __future__ import annotations
+
+import sys
+from typing import Callable
+
+
+class UserError(Exception):
+    """A problem the user can fix (bad data, bad flags, bad paths). Its message is one line."""
+
+    exit_code = 2
+
+
+class DataError(UserError):
+    """A data file is missing, corrupt or inconsistent."""
+
+
+class DivergedError(UserError):
+    """Training produced a non-finite loss or gradient."""
+
+    exit_code = 3
+
+
+def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
+    """Run a script's main, mapping user errors and Ctrl-C to one line and an exit code."""
+    try:
+        return main(argv)
+    except UserError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,89 @@
+"""The MLP as plain tf.Modules: every variable is created, named, in `__init__`.
+
+No Keras layers and no lazy building: the model's variables exist (and can be checkpointed or
+inspected) as soon as it is constructed. The model returns logits; softmax lives in the loss.
+"""
+from __future__ import annotations
+
+import math
+from typing import Callable, Sequence
+
+import tensorflow as tf
+
+ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
+    "relu": tf.nn.relu, "gelu": tf.nn.gelu, "tanh": tf.tanh, "sigmoid": tf.sigmoid,
+    "elu": tf.nn.elu, "swish": tf.nn.silu, "linear": tf.identity,
+}
+
+
+def init_weights(rng: tf.random.Generator, name: str, fan_in: int, fan_out: int,
+                 dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """He (for ReLU-like units) or Glorot (for tanh/sigmoid) initial values, uniform or normal."""
+    fan = fan_in if name.startswith("he") else (fan_in + fan_out) / 2
+    shape = [fan_in, fan_out]
+    if name.endswith("uniform"):
+        limit = math.sqrt(3.0 / fan) * (math.sqrt(2.0) if name.startswith("he") else 1.0)
+        return rng.uniform(shape, -limit, limit, dtype=dtype)
+    std = math.sqrt(1.0 / fan) * (math.sqrt(2.0) if name.startswith("he") else 1.0)
+    return rng.truncated_normal(shape, stddev=std / 0.87962566103423978, dtype=dtype)
+
+
+class Dense(tf.Module):
+    """y = activation(x @ kernel + bias)."""
+
+    def __init__(self, fan_in: int, fan_out: int, rng: tf.random.Generator,
+                 activation: str = "linear", initializer: str = "he_uniform",
+                 dtype: tf.DType = tf.float32, name: str | None = None):
+        super().__init__(name=name)
+        self.activation = ACTIVATIONS[activation]
+        with self.name_scope:
+            self.kernel = tf.Variable(init_weights(rng, initializer, fan_in, fan_out, dtype),
+                                      name="kernel")
+            self.bias = tf.Variable(tf.zeros([fan_out], dtype=dtype), name="bias")
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        return self.activation(tf.matmul(x, self.kernel) + self.bias)
+
+
+class MLP(tf.Module):
+    """784 -> hidden... -> 10 logits, with inverted dropout after each hidden layer in training."""
+
+    def __init__(self, hidden: Sequence[int] = (512, 256), activation: str = "relu",
+                 dropout: float = 0.0, initializer: str = "he_uniform", seed: int = 0,
+                 inputs: int = 784, classes: int = 10, dtype: tf.DType = tf.float32,
+                 name: str = "mlp"):
+        super().__init__(name=name)
+        self.dropout = float(dropout)
+        sizes = [inputs, *hidden, classes]
+        with self.name_scope:
+            init_rng = tf.random.Generator.from_seed(seed)
+            # The dropout generator's state is a variable, so it checkpoints with the model.
+            self.dropout_rng = tf.random.Generator.from_seed(seed + 1)
+            self.layers = [
+                Dense(sizes[i], sizes[i + 1], init_rng,
+                      activation if i < len(sizes) - 2 else "linear", initializer, dtype,
+                      name=f"dense_{i}" if i < len(sizes) - 2 else "logits")
+                for i in range(len(sizes) - 1)
+            ]
+
+    def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
+        return self.forward(x, training)[-1]
+
+    def forward(self, x: tf.Tensor, training: bool = False) -> list[tf.Tensor]:
+        """Every layer's output: hidden activations (after dropout) and, last, the logits."""
+        outputs = []
+        for layer in self.layers[:-1]:
+            x = self._dropout(layer(x), training)
+            outputs.append(x)
+        outputs.append(self.layers[-1](x))
+        return outputs
+
+    def _dropout(self, x: tf.Tensor, training: bool) -> tf.Tensor:
+        if not training or self.dropout == 0.0:
+            return x
+        keep = self.dropout_rng.uniform(tf.shape(x), dtype=x.dtype) >= self.dropout
+        return tf.where(keep, x / (1.0 - self.dropout), tf.zeros_like(x))
+
+    @property
+    def kernels(self) -> list[tf.Variable]:
+        return [layer.kernel for layer in self.layers]

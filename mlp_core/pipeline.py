@@ -1,0 +1,55 @@
+"""tf.data input pipelines: uint8 images stay uint8 until they reach the device.
+
+Per batch, a vectorized map flattens images to 784 and one-hot encodes labels. Casting and scaling
+to [0, 1] happen inside the compiled step (see `step.py`), so a quarter of the bytes cross to a GPU.
+"""
+from __future__ import annotations
+
+import tensorflow as tf
+
+from mlp_core.data import IMAGE_SIDE, NUM_CLASSES, Split
+
+FEATURES = IMAGE_SIDE * IMAGE_SIDE
+
+
+def default_device() -> str | None:
+    """The device to prefetch batches to: the first GPU if there is one, else None (host)."""
+    return "/GPU:0" if tf.config.list_logical_devices("GPU") else None
+
+
+def flatten_and_one_hot(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """[B, 28, 28] uint8 -> [B, 784] uint8 and [B] labels -> [B, 10] float32 one-hot."""
+    flat = tf.reshape(images, [-1, FEATURES])
+    return flat, tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES, dtype=tf.float32)
+
+
+def train_dataset(split: Split, batch_size: int, seed: int, device: str | None = None) -> tf.data.Dataset:
+    """An endless stream of shuffled full batches; one epoch is len(split) // batch_size steps.
+
+    `repeat()` after a reshuffling `shuffle` gives a new order every epoch from one seed, and a
+    single iterator for the whole run (which is what a checkpoint can capture mid-epoch).
+    """
+    if batch_size > len(split):
+        raise ValueError(f"batch size {batch_size} exceeds the {len(split)} training examples")
+    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).cache()
+    ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
+    ds = ds.batch(batch_size, drop_remainder=True).repeat()
+    ds = ds.map(flatten_and_one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+    return _prefetch(ds, device)
+
+
+def eval_dataset(split: Split, batch_size: int, device: str | None = None) -> tf.data.Dataset:
+    """Every example exactly once, in order (the last batch may be smaller)."""
+    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).cache()
+    ds = ds.batch(batch_size).map(flatten_and_one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+    return _prefetch(ds, device)
+
+
+def steps_per_epoch(split: Split, batch_size: int) -> int:
+    return len(split) // batch_size
+
+
+def _prefetch(ds: tf.data.Dataset, device: str | None) -> tf.data.Dataset:
+    if device is None:
+        return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.apply(tf.data.experimental.prefetch_to_device(device))

@@ -1,0 +1,69 @@
+"""A run's directory: `logs/<run-name>/` with config.json, metrics.json and checkpoints/.
+
+JSON files are written atomically (temporary file, then rename), so a crash never leaves half a
+file where a finished one was.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from mlp_core.config import Config
+from mlp_core.errors import UserError
+
+CONFIG = "config.json"
+METRICS = "metrics.json"
+CHECKPOINTS = "checkpoints"
+
+
+def default_run_name() -> str:
+    return time.strftime("%Y%m%d-%H%M%S")
+
+
+def create_run_dir(config: Config) -> Path:
+    """Make a new, empty run directory; refuse to reuse one (no silent overwrite)."""
+    logdir = Path(config.logdir)
+    run_dir = logdir / (config.run_name or default_run_name())
+    if run_dir.exists() and any(run_dir.iterdir()):
+        raise UserError(f"{run_dir}: run directory already exists; choose another --run-name")
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        write_json(run_dir / CONFIG, config.to_dict())
+    except OSError as err:
+        raise UserError(f"{run_dir}: cannot write the run directory: {err.strerror}") from None
+    return run_dir
+
+
+def write_json(path: Path, payload: Any) -> None:
+    """Write JSON atomically: a reader sees the old file or the new one, never a partial one."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as handle:
+            json.dump(payload, handle, indent=2, sort_keys=True)
+            handle.write("\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found") from None
+    except (OSError, ValueError) as err:
+        raise UserError(f"{path}: cannot read: {err}") from None
+
+
+def load_config(run_dir: Path) -> Config:
+    """The Config a run was trained with."""
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: run directory does not exist")
+    return Config.from_dict(read_json(run_dir / CONFIG))

@@ -1,0 +1,117 @@
+"""The compiled train and eval steps: only tensor ops inside, traced exactly once per run.
+
+Running sums of loss and correct predictions live in variables updated inside the step, so the
+loop reads them only when it wants to show them (one device sync per read, not one per step).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+from mlp_core.model import MLP
+from mlp_core.optim import Optimizer
+from mlp_core.pipeline import FEATURES
+from mlp_core.data import NUM_CLASSES
+
+BATCH_SPEC = (tf.TensorSpec([None, FEATURES], tf.uint8, name="images"),
+              tf.TensorSpec([None, NUM_CLASSES], tf.float32, name="labels"))
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """What the step needs to know besides the model and optimizer."""
+
+    normalize: bool = True
+    label_smoothing: float = 0.0
+    l2: float = 0.0
+    clip_norm: float = 0.0
+
+
+def cross_entropy(logits: tf.Tensor, one_hot: tf.Tensor, label_smoothing: float = 0.0) -> tf.Tensor:
+    """Per-example softmax cross-entropy against (optionally smoothed) one-hot labels."""
+    one_hot = tf.cast(one_hot, logits.dtype)
+    if label_smoothing > 0:
+        one_hot = one_hot * (1.0 - label_smoothing) + label_smoothing / NUM_CLASSES
+    return tf.nn.softmax_cross_entropy_with_logits(labels=one_hot, logits=logits)
+
+
+def preprocess(images: tf.Tensor, normalize: bool, dtype: tf.DType = tf.float32) -> tf.Tensor:
+    """uint8 pixels -> floats, scaled to [0, 1] unless the normalization experiment turns it off."""
+    x = tf.cast(images, dtype)
+    return x / 255.0 if normalize else x
+
+
+class RunningMetrics(tf.Module):
+    """Sums of loss, correct predictions and examples, kept on the device between reads."""
+
+    def __init__(self, name: str):
+        super().__init__(name=name)
+        with self.name_scope:
+            self.loss_sum = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="loss_sum")
+            self.correct = tf.Variable(0, dtype=tf.int64, trainable=False, name="correct")
+            self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="count")
+
+    def update(self, losses: tf.Tensor, logits: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
+        """Add a batch; returns the batch accuracy."""
+        hits = tf.equal(tf.argmax(logits, axis=-1), tf.argmax(one_hot, axis=-1))
+        self.loss_sum.assign_add(tf.reduce_sum(tf.cast(losses, tf.float64)))
+        self.correct.assign_add(tf.reduce_sum(tf.cast(hits, tf.int64)))
+        self.count.assign_add(tf.shape(losses, out_type=tf.int64)[0])
+        return tf.reduce_mean(tf.cast(hits, tf.float32))
+
+    def result(self) -> dict[str, float]:
+        """Mean loss and accuracy so far (reads the device: call between steps, not inside)."""
+        count = max(int(self.count.numpy()), 1)
+        return {"loss": float(self.loss_sum.numpy()) / count,
+                "accuracy": int(self.correct.numpy()) / count}
+
+    def reset(self) -> None:
+        for var in (self.loss_sum, self.correct, self.count):
+            var.assign(tf.zeros_like(var))
+
+
+class Trainer(tf.Module):
+    """Holds the model, optimizer and metrics, and the two compiled steps that use them."""
+
+    def __init__(self, model: MLP, optimizer: Optimizer, loss: LossConfig = LossConfig()):
+        super().__init__(name="trainer")
+        self.model, self.optimizer, self.loss = model, optimizer, loss
+        self.train_metrics = RunningMetrics("train_metrics")
+        self.eval_metrics = RunningMetrics("eval_metrics")
+        self.train_step = tf.function(self._train_step, input_signature=BATCH_SPEC)
+        self.eval_step = tf.function(self._eval_step, input_signature=BATCH_SPEC)
+
+    def loss_fn(self, images: tf.Tensor, one_hot: tf.Tensor, training: bool):
+        """Mean loss (with the L2 penalty if any), per-example losses and logits."""
+        logits = self.model(preprocess(images, self.loss.normalize), training=training)
+        losses = cross_entropy(logits, one_hot, self.loss.label_smoothing)
+        total = tf.reduce_mean(losses)
+        if self.loss.l2 > 0:
+            total += 0.5 * self.loss.l2 * tf.add_n([tf.reduce_sum(tf.square(k))
+                                                   for k in self.model.kernels])
+        return total, losses, logits
+
+    def _train_step(self, images: tf.Tensor, one_hot: tf.Tensor) -> dict[str, tf.Tensor]:
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            total, losses, logits = self.loss_fn(images, one_hot, training=True)
+        grads = tape.gradient(total, variables)
+        grad_norm = tf.linalg.global_norm(grads)
+        if self.loss.clip_norm > 0:
+            grads, _ = tf.clip_by_global_norm(grads, self.loss.clip_norm, use_norm=grad_norm)
+        self.optimizer.apply(grads, variables)
+        accuracy = self.train_metrics.update(losses, logits, one_hot)
+        return {"loss": total, "accuracy": accuracy, "grad_norm": grad_norm}
+
+    def _eval_step(self, images: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
+        _, losses, logits = self.loss_fn(images, one_hot, training=False)
+        self.eval_metrics.update(losses, logits, one_hot)
+        return logits
+
+    def evaluate(self, dataset: tf.data.Dataset) -> dict[str, float]:
+        """Loss and accuracy over one pass of `dataset`."""
+        self.eval_metrics.reset()
+        for images, one_hot in dataset:
+            self.eval_step(images, one_hot)
+        return self.eval_metrics.result()

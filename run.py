@@ -1,0 +1,53 @@
+"""One entry point for a fresh machine: set up a virtual environment, then train or test.
+
+    python3 run.py train [train.py flags...]   # set up, then train the default configuration
+    python3 run.py test  [pytest flags...]     # set up, then run the test suite
+
+Set-up (a `.venv/` beside this file with the package installed in editable mode) happens once and
+is repeated only when pyproject.toml changes.
+"""
+import hashlib
+import os
+import subprocess
+import sys
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
+STAMP = VENV / ".mlp_core-installed"
+COMMANDS = {"train": ["scripts/train.py"], "test": ["-m", "pytest"]}
+
+
+def set_up() -> None:
+    """Create .venv and install the package with its dev extra, unless already up to date."""
+    want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    if STAMP.is_file() and STAMP.read_text() == want and PYTHON.is_file():
+        return
+    if not PYTHON.is_file():
+        print(f"creating {VENV}", flush=True)
+        venv.create(VENV, with_pip=True)
+    print("installing mlp_core and its dependencies (first time only)", flush=True)
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
+    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev]"], check=True)
+    STAMP.write_text(want)
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in COMMANDS:
+        print(f"usage: python3 run.py {{{','.join(COMMANDS)}}} [args...]", file=sys.stderr)
+        return 2
+    if sys.version_info < (3, 10):
+        print("error: Python >= 3.10 is needed", file=sys.stderr)
+        return 2
+    try:
+        set_up()
+    except subprocess.CalledProcessError as err:
+        print(f"error: set-up failed ({' '.join(err.cmd[2:4])} exited {err.returncode})", file=sys.stderr)
+        return 1
+    return subprocess.call([str(PYTHON), *COMMANDS[argv[0]], *argv[1:]], cwd=ROOT)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,32 @@
+"""Train an MLP on MNIST and write logs/<run-name>/ (config, metrics, checkpoints).
+
+    python scripts/train.py                      # the default configuration
+    python scripts/train.py --hidden 1024 --epochs 5 --optimizer nesterov --lr 0.05
+    python scripts/train.py --dry-run            # one quick epoch on 1,024 images
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mlp_core.config import add_config_flags, config_from_args, with_overrides  # noqa: E402
+from mlp_core.errors import run_main  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_flags(parser)
+    parser.add_argument("--dry-run", action="store_true", help="one epoch on 1,024 images")
+    args = parser.parse_args(argv)
+    config = config_from_args(args)
+    if args.dry_run:
+        config = with_overrides(config, epochs=1, train_subset=1024)
+    from mlp_core.console import summary  # TensorFlow loads only after the flags are valid
+    from mlp_core.loop import train_and_evaluate
+    print(summary(train_and_evaluate(config)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

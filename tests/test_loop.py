@@ -1,0 +1,80 @@
+"""The compiled steps and the loop: one trace, falling loss, exact reproducibility, run files."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import tiny_config
+from mlp_core.config import Config
+from mlp_core.errors import UserError
+from mlp_core.loop import build_trainer, load_splits, load_trained_model, run_epochs, train_and_evaluate
+from mlp_core.pipeline import eval_dataset, steps_per_epoch
+from mlp_core.step import preprocess
+
+TIMING = {"wall_seconds", "train_examples_per_sec", "train_seconds", "run_dir"}
+
+
+def _without_timing(value):
+    if isinstance(value, dict):
+        return {k: _without_timing(v) for k, v in value.items() if k not in TIMING}
+    if isinstance(value, list):
+        return [_without_timing(v) for v in value]
+    return value
+
+
+def test_steps_trace_once_and_loss_falls_by_more_than_half(tmp_path):
+    config = tiny_config(tmp_path, epochs=3, train_subset=2048, val_size=500)
+    splits = load_splits(config)
+    trainer = build_trainer(config, steps_per_epoch(splits[0], config.batch_size))
+    before = trainer.evaluate(eval_dataset(splits[0], 300))
+    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=trainer.model), tmp_path / "ck", 1)
+    history = run_epochs(config, trainer, splits, None, manager)
+    after = trainer.evaluate(eval_dataset(splits[0], 300))  # 300 leaves a smaller last batch
+    assert after["loss"] < 0.5 * before["loss"]
+    assert history[-1]["val_accuracy"] > 0.8
+    assert trainer.train_step.experimental_get_tracing_count() == 1
+    assert trainer.eval_step.experimental_get_tracing_count() == 1
+
+
+def test_every_option_of_the_step_trains(tmp_path):
+    config = tiny_config(tmp_path, epochs=1, optimizer="nesterov", lr=0.05, label_smoothing=0.1,
+                         l2=1e-4, clip_norm=1.0, dropout=0.3, activation="gelu", schedule="constant")
+    metrics = train_and_evaluate(config, device="/CPU:0")
+    assert np.isfinite(metrics["test_loss"]) and metrics["test_accuracy"] > 0.5
+
+
+def test_normalization_happens_in_the_step_and_can_be_switched_off():
+    pixels = tf.constant([[0, 51, 255]], tf.uint8)
+    np.testing.assert_allclose(preprocess(pixels, True).numpy(), [[0.0, 0.2, 1.0]])
+    np.testing.assert_array_equal(preprocess(pixels, False).numpy(), [[0.0, 51.0, 255.0]])
+
+
+def test_run_writes_config_metrics_and_a_restorable_model(tmp_path):
+    config = tiny_config(tmp_path)
+    metrics = train_and_evaluate(config)
+    run_dir = tmp_path / "logs" / "tiny"
+    saved = json.loads((run_dir / "metrics.json").read_text())
+    for key in ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "epochs",
+                "train_examples_per_sec", "wall_seconds", "history"):
+        assert key in saved
+    assert saved["epochs"] == 2 and len(saved["history"]) == 2 and saved["status"] == "completed"
+    assert Config.from_dict(json.loads((run_dir / "config.json").read_text())) == config
+    restored_config, model = load_trained_model(run_dir)
+    assert restored_config == config
+    images, labels = load_splits(config)[2].images, load_splits(config)[2].labels
+    logits = model(tf.cast(images.reshape(-1, 784), tf.float32) / 255.0)
+    accuracy = float(np.mean(np.argmax(logits, 1) == labels))
+    assert accuracy == pytest.approx(metrics["test_accuracy"], abs=1e-9)
+    with pytest.raises(UserError, match="already exists"):
+        train_and_evaluate(config)
+
+
+def test_same_seed_gives_identical_metrics(tmp_path):
+    first = train_and_evaluate(tiny_config(tmp_path, run_name="a", dropout=0.2))
+    second = train_and_evaluate(tiny_config(tmp_path, run_name="b", dropout=0.2))
+    other = train_and_evaluate(tiny_config(tmp_path, run_name="c", dropout=0.2, seed=1))
+    assert _without_timing(first) == _without_timing(second)
+    assert _without_timing(first) != _without_timing(other)

@@ -1,0 +1,55 @@
+"""tf.data pipelines: dtypes and shapes, epochs, seeded reshuffling, prefetch to a device."""
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from mlp_core.data import Split
+from mlp_core.pipeline import eval_dataset, steps_per_epoch, train_dataset
+
+
+def _numbered(n: int) -> Split:
+    """Images whose first pixel holds the example's index, so batches can be traced back."""
+    images = np.zeros((n, 28, 28), np.uint8)
+    images[:, 0, 0] = np.arange(n)
+    return Split(images, (np.arange(n) % 10).astype(np.uint8))
+
+
+def _epochs(ds, steps, count):
+    it = iter(ds)
+    return [np.concatenate([next(it)[0].numpy()[:, 0] for _ in range(steps)]) for _ in range(count)]
+
+
+def test_train_batches_are_uint8_flat_and_one_hot():
+    split = _numbered(100)
+    images, labels = next(iter(train_dataset(split, 32, seed=0)))
+    assert images.dtype == tf.uint8 and images.shape == (32, 784)
+    assert labels.dtype == tf.float32 and labels.shape == (32, 10)
+    np.testing.assert_array_equal(np.argmax(labels, 1), images.numpy()[:, 0] % 10)
+    np.testing.assert_array_equal(labels.numpy().sum(1), np.ones(32))
+
+
+def test_each_epoch_is_a_new_seeded_permutation():
+    split = _numbered(96)
+    first, second = _epochs(train_dataset(split, 32, seed=7), steps_per_epoch(split, 32), 2)
+    assert sorted(first) == list(range(96)) and sorted(second) == list(range(96))
+    assert not np.array_equal(first, second)
+    again = _epochs(train_dataset(split, 32, seed=7), 3, 2)
+    np.testing.assert_array_equal(np.concatenate([first, second]), np.concatenate(again))
+    other = _epochs(train_dataset(split, 32, seed=8), 3, 1)[0]
+    assert not np.array_equal(first, other)
+
+
+def test_training_drops_the_remainder_and_eval_keeps_everything():
+    split = _numbered(100)
+    assert steps_per_epoch(split, 32) == 3
+    sizes = [int(x.shape[0]) for x, _ in eval_dataset(split, 32)]
+    assert sizes == [32, 32, 32, 4]
+
+
+def test_prefetch_to_device_path_runs_on_cpu():
+    split = _numbered(64)
+    images, labels = next(iter(train_dataset(split, 16, seed=0, device="/CPU:0")))
+    assert images.device.endswith("CPU:0") and images.shape == (16, 784)
+    batches = list(eval_dataset(split, 16, device="/CPU:0"))
+    assert len(batches) == 4 and all(x.device.endswith("CPU:0") for x, _ in batches)
