@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import tensorflow as tf
 
@@ -16,6 +16,7 @@ from mlp_core import data as mnist
 from mlp_core.config import Config
 from mlp_core.console import ProgressBar
 from mlp_core.errors import DivergedError, UserError
+from mlp_core.hooks import Observer, RunContext
 from mlp_core.model import MLP
 from mlp_core.optim import make_optimizer, make_schedule
 from mlp_core.pipeline import default_device, eval_dataset, steps_per_epoch, train_dataset
@@ -58,56 +59,82 @@ def load_splits(config: Config) -> tuple[mnist.Split, mnist.Split, mnist.Split]:
     return train, val, data.test
 
 
-def train_epoch(trainer: Trainer, batches: Iterator, steps: int, bar: ProgressBar) -> dict:
-    """Run `steps` train steps; returns mean loss/accuracy and the epoch's wall time."""
+def train_epoch(ctx: RunContext, batches: Iterator, first_step: int, bar: ProgressBar,
+                observers: Sequence[Observer] = ()) -> dict:
+    """Run one epoch of train steps; returns mean loss/accuracy and the epoch's wall time."""
+    trainer = ctx.trainer
     trainer.train_metrics.reset()
     start = time.perf_counter()
-    for step in range(1, steps + 1):
-        trainer.train_step(*next(batches))
+    for step in range(first_step, first_step + ctx.steps_per_epoch):
+        outputs = trainer.train_step(*next(batches))
+        for observer in observers:
+            observer.on_step_end(ctx, step, outputs)
         if bar.due():
-            bar.draw(step, **trainer.train_metrics.result())
+            bar.draw(step - first_step + 1, **trainer.train_metrics.result())
     result = trainer.train_metrics.result()  # reading the sums waits for the device
     seconds = time.perf_counter() - start
-    bar.draw(steps, **result, final=True)
+    bar.draw(ctx.steps_per_epoch, **result, final=True)
     if not math.isfinite(result["loss"]):
         raise DivergedError(f"training loss became {result['loss']} (try a lower --lr)")
-    return {**result, "seconds": seconds, "examples_per_sec": steps * bar.batch_size / seconds}
+    return {**result, "seconds": seconds,
+            "examples_per_sec": ctx.steps_per_epoch * bar.batch_size / seconds}
 
 
-def run_epochs(config: Config, trainer: Trainer, splits, device: str | None,
-               checkpoints: tf.train.CheckpointManager) -> list[dict]:
+def run_epochs(ctx: RunContext, checkpoints: tf.train.CheckpointManager,
+               observers: Sequence[Observer] = ()) -> list[dict]:
     """Train for `config.epochs`, validating and checkpointing after each epoch."""
-    train, val, _ = splits
-    steps = steps_per_epoch(train, config.batch_size)
-    batches = iter(train_dataset(train, config.batch_size, config.seed, device))
-    val_ds = eval_dataset(val, EVAL_BATCH, device) if len(val) else None
+    config, trainer = ctx.config, ctx.trainer
+    batches = iter(train_dataset(ctx.train, config.batch_size, config.seed, ctx.device))
+    val_ds = eval_dataset(ctx.val, EVAL_BATCH, ctx.device) if len(ctx.val) else None
     history = []
     for epoch in range(1, config.epochs + 1):
         lr = float(trainer.optimizer.learning_rate.numpy())
-        bar = ProgressBar(epoch, config.epochs, steps, config.batch_size)
-        record = {"epoch": epoch, "lr": lr, **_prefixed("train", train_epoch(trainer, batches, steps, bar))}
+        bar = ProgressBar(epoch, config.epochs, ctx.steps_per_epoch, config.batch_size)
+        first_step = (epoch - 1) * ctx.steps_per_epoch + 1
+        record = {"epoch": epoch, "lr": lr,
+                  **_prefixed("train", train_epoch(ctx, batches, first_step, bar, observers))}
         if val_ds is not None:
             record.update(_prefixed("val", trainer.evaluate(val_ds)))
         checkpoints.save(checkpoint_number=epoch)
+        for observer in observers:
+            observer.on_epoch_end(ctx, epoch, record)
         history.append(record)
     return history
 
 
-def train_and_evaluate(config: Config, device: str | None = "auto") -> dict:
-    """Train one run end to end and write `logs/<run>/`; returns the metrics it wrote."""
-    start = time.perf_counter()
+def default_observers(config: Config) -> list[Observer]:
+    """The side jobs every training run gets."""
+    return []
+
+
+def build_context(config: Config, device: str | None = "auto") -> RunContext:
+    """Load data, make the run directory and build the trainer: everything before step one."""
     device = default_device() if device == "auto" else device
     set_determinism(config.seed)
-    splits = load_splits(config)
+    train, val, test = load_splits(config)
     run_dir = create_run_dir(config)
-    trainer = build_trainer(config, steps_per_epoch(splits[0], config.batch_size))
-    checkpoints = tf.train.CheckpointManager(_checkpoint(trainer), run_dir / CHECKPOINTS,
+    steps = steps_per_epoch(train, config.batch_size)
+    return RunContext(config, run_dir, build_trainer(config, steps), train, val, test, steps, device)
+
+
+def train_and_evaluate(config: Config, device: str | None = "auto",
+                       observers: Sequence[Observer] | None = None) -> dict:
+    """Train one run end to end and write `logs/<run>/`; returns the metrics it wrote."""
+    start = time.perf_counter()
+    observers = default_observers(config) if observers is None else observers
+    ctx = build_context(config, device)
+    checkpoints = tf.train.CheckpointManager(_checkpoint(ctx.trainer), ctx.run_dir / CHECKPOINTS,
                                              max_to_keep=KEEP_CHECKPOINTS)
-    history = run_epochs(config, trainer, splits, device, checkpoints)
-    test = trainer.evaluate(eval_dataset(splits[2], EVAL_BATCH, device))
-    metrics = _final_metrics(history, test, time.perf_counter() - start)
-    write_json(run_dir / METRICS, {"run_dir": str(run_dir), **metrics})
-    return {"run_dir": str(run_dir), **metrics}
+    for observer in observers:
+        observer.on_run_begin(ctx)
+    history = run_epochs(ctx, checkpoints, observers)
+    test = ctx.trainer.evaluate(eval_dataset(ctx.test, EVAL_BATCH, ctx.device))
+    metrics = {"run_dir": str(ctx.run_dir),
+               **_final_metrics(history, test, time.perf_counter() - start)}
+    write_json(ctx.run_dir / METRICS, metrics)
+    for observer in observers:
+        observer.on_run_end(ctx, metrics)
+    return metrics
 
 
 def load_trained_model(run_dir: str | Path) -> tuple[Config, MLP]:

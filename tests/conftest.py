@@ -48,7 +48,8 @@ def small_idx_dir(tmp_path, mnist) -> Path:
 
 def tiny_config(tmp_path: Path, **changes) -> Config:
     """A config that trains in a second or two: 1,024 images, small layers."""
-    values = dict(epochs=2, batch_size=64, hidden=(64, 32), train_subset=1024, val_size=1000,
+    values = dict(epochs=2, batch_size=64, hidden=(64, 32), dropout=0.1, lr=3e-3,
+                  train_subset=1024, val_size=1000,
                   logdir=str(tmp_path / "logs"), run_name="tiny", warmup_epochs=0.5)
     values.update(changes)
     return Config(**values)

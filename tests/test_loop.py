@@ -10,8 +10,9 @@ import tensorflow as tf
 from conftest import tiny_config
 from mlp_core.config import Config
 from mlp_core.errors import UserError
-from mlp_core.loop import build_trainer, load_splits, load_trained_model, run_epochs, train_and_evaluate
-from mlp_core.pipeline import eval_dataset, steps_per_epoch
+from mlp_core.hooks import Observer
+from mlp_core.loop import build_context, load_splits, load_trained_model, run_epochs, train_and_evaluate
+from mlp_core.pipeline import eval_dataset
 from mlp_core.step import preprocess
 
 TIMING = {"wall_seconds", "train_examples_per_sec", "train_seconds", "run_dir"}
@@ -26,13 +27,12 @@ def _without_timing(value):
 
 
 def test_steps_trace_once_and_loss_falls_by_more_than_half(tmp_path):
-    config = tiny_config(tmp_path, epochs=3, train_subset=2048, val_size=500)
-    splits = load_splits(config)
-    trainer = build_trainer(config, steps_per_epoch(splits[0], config.batch_size))
-    before = trainer.evaluate(eval_dataset(splits[0], 300))
+    ctx = build_context(tiny_config(tmp_path, epochs=3, train_subset=2048, val_size=500), None)
+    trainer = ctx.trainer
+    before = trainer.evaluate(eval_dataset(ctx.train, 300))
     manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=trainer.model), tmp_path / "ck", 1)
-    history = run_epochs(config, trainer, splits, None, manager)
-    after = trainer.evaluate(eval_dataset(splits[0], 300))  # 300 leaves a smaller last batch
+    history = run_epochs(ctx, manager)
+    after = trainer.evaluate(eval_dataset(ctx.train, 300))  # 300 leaves a smaller last batch
     assert after["loss"] < 0.5 * before["loss"]
     assert history[-1]["val_accuracy"] > 0.8
     assert trainer.train_step.experimental_get_tracing_count() == 1
@@ -78,3 +78,30 @@ def test_same_seed_gives_identical_metrics(tmp_path):
     other = train_and_evaluate(tiny_config(tmp_path, run_name="c", dropout=0.2, seed=1))
     assert _without_timing(first) == _without_timing(second)
     assert _without_timing(first) != _without_timing(other)
+
+
+class Recorder(Observer):
+    def __init__(self):
+        self.calls = []
+
+    def on_run_begin(self, ctx):
+        self.calls.append(("begin", ctx.steps_per_epoch))
+
+    def on_step_end(self, ctx, step, outputs):
+        self.calls.append(("step", step, sorted(outputs)))
+
+    def on_epoch_end(self, ctx, epoch, record):
+        self.calls.append(("epoch", epoch, "val_accuracy" in record))
+
+    def on_run_end(self, ctx, metrics):
+        self.calls.append(("end", metrics["epochs"]))
+
+
+def test_observers_see_every_step_epoch_and_the_end(tmp_path):
+    recorder = Recorder()
+    train_and_evaluate(tiny_config(tmp_path, train_subset=256), observers=[recorder])
+    steps = [c[1] for c in recorder.calls if c[0] == "step"]
+    assert recorder.calls[0] == ("begin", 4) and steps == list(range(1, 9))
+    assert ("step", 1, ["accuracy", "grad_norm", "loss"]) in recorder.calls
+    assert [c for c in recorder.calls if c[0] in ("epoch", "end")] == [
+        ("epoch", 1, True), ("epoch", 2, True), ("end", 2)]
