@@ -42,6 +42,7 @@ class Config:
     val_size: int = 10_000
     normalize: bool = True
     train_subset: int = 0
+    checkpoint_every: int = 1000
     data_dir: str | None = None
     logdir: str = "logs"
     run_name: str | None = None
@@ -146,9 +147,20 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: Config = Config(
         help="feed raw 0..255 pixels (for the normalization experiment)")
     add("--train-subset", type=_nonneg_int, default=d.train_subset,
         help="train on the first N training images only; 0 = all")
+    add("--checkpoint-every", type=_nonneg_int, default=d.checkpoint_every,
+        help="also checkpoint every N steps mid-epoch; 0 = at epoch ends only")
     add("--data-dir", default=d.data_dir, help="IDX files or mnist.npz; default: packaged copy")
     add("--logdir", default=d.logdir, help="parent directory of run directories")
     add("--run-name", default=d.run_name, help="run directory name; default: timestamp")
+
+
+def explicit_fields(argv: Sequence[str] | None = None) -> set[str]:
+    """The Config fields set on the command line, whatever their value (defaults excluded)."""
+    shadow = argparse.ArgumentParser(add_help=False)
+    add_config_flags(shadow)
+    shadow.set_defaults(**{f.name: argparse.SUPPRESS for f in dataclasses.fields(Config)})
+    known, _ = shadow.parse_known_args(argv)
+    return set(vars(known))
 
 
 def config_from_args(args: argparse.Namespace) -> Config:

@@ -14,8 +14,9 @@ class ProgressBar:
     """
 
     def __init__(self, epoch: int, epochs: int, steps: int, batch_size: int,
-                 stream: TextIO = sys.stderr, interval: float = 0.25, width: int = 24):
+                 stream: TextIO = sys.stderr, interval: float = 0.25, width: int = 24, done: int = 0):
         self.epoch, self.epochs, self.steps, self.batch_size = epoch, epochs, steps, batch_size
+        self.done = done  # steps of this epoch run before a resume: not part of the rate
         self.stream, self.interval, self.width = stream, interval, width
         self.tty = stream.isatty()
         self.start = self.last_draw = time.perf_counter()
@@ -26,7 +27,7 @@ class ProgressBar:
 
     def draw(self, step: int, loss: float, accuracy: float, final: bool = False) -> None:
         self.last_draw = now = time.perf_counter()
-        rate = step * self.batch_size / max(now - self.start, 1e-9)
+        rate = (step - self.done) * self.batch_size / max(now - self.start, 1e-9)
         filled = self.width * step // max(self.steps, 1)
         line = (f"epoch {self.epoch}/{self.epochs} [{'#' * filled}{'.' * (self.width - filled)}] "
                 f"{step}/{self.steps}  loss {loss:.4f}  acc {accuracy:.4f}  {rate:,.0f} ex/s")

@@ -18,6 +18,18 @@ class DataError(UserError):
     """A data file is missing, corrupt or inconsistent."""
 
 
+class Interrupted(UserError):
+    """SIGINT or SIGTERM stopped training after a checkpoint was saved; exits 128 + signal."""
+
+    def __init__(self, signum: int, step: int, config) -> None:
+        import signal
+
+        self.exit_code = 128 + signum
+        super().__init__(
+            f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved. Resume with: "
+            f"python scripts/train.py --logdir {config.logdir} --run-name {config.run_name} --resume")
+
+
 class DivergedError(UserError):
     """Training produced a non-finite loss or gradient."""
 

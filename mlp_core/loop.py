@@ -1,30 +1,32 @@
 """The training loop: `train_and_evaluate(config)` builds everything, trains, and writes the run.
 
-Python bookkeeping (progress, timing, history, files) stays here, outside the compiled steps; the
-loop touches device values only to draw progress and at epoch ends.
+Python bookkeeping (progress, timing, history, checkpoints, signals, files) stays here, outside
+the compiled steps; the loop reads device values only to draw progress, to check for divergence
+every few steps, and at epoch ends.
 """
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Sequence
 
 import tensorflow as tf
 
 from mlp_core import data as mnist
-from mlp_core.config import Config
+from mlp_core.config import Config, with_overrides
+from mlp_core.checkpointing import Checkpointer, GracefulStop
 from mlp_core.console import ProgressBar
-from mlp_core.errors import DivergedError, UserError
+from mlp_core.errors import DivergedError, Interrupted, UserError
 from mlp_core.hooks import Observer, RunContext
 from mlp_core.model import MLP
 from mlp_core.optim import make_optimizer, make_schedule
-from mlp_core.pipeline import default_device, eval_dataset, steps_per_epoch, train_dataset
-from mlp_core.rundir import CHECKPOINTS, METRICS, create_run_dir, load_config, write_json
+from mlp_core.pipeline import default_device, eval_dataset, steps_per_epoch
+from mlp_core.rundir import (CHECKPOINTS, METRICS, create_run_dir, default_run_name,
+                            load_config, open_run_dir, write_json)
 from mlp_core.step import LossConfig, Trainer
 
 EVAL_BATCH = 1000
-KEEP_CHECKPOINTS = 3
+DIVERGENCE_CHECK_EVERY = 16
 
 
 def set_determinism(seed: int) -> None:
@@ -59,46 +61,67 @@ def load_splits(config: Config) -> tuple[mnist.Split, mnist.Split, mnist.Split]:
     return train, val, data.test
 
 
-def train_epoch(ctx: RunContext, batches: Iterator, first_step: int, bar: ProgressBar,
-                observers: Sequence[Observer] = ()) -> dict:
-    """Run one epoch of train steps; returns mean loss/accuracy and the epoch's wall time."""
-    trainer = ctx.trainer
-    trainer.train_metrics.reset()
+def train_epoch(ctx: RunContext, ckpt: Checkpointer, epoch: int, observers: Sequence[Observer],
+                stop: GracefulStop) -> dict:
+    """Run epoch `epoch` from where the run stands (its start, or mid-epoch after a resume)."""
+    trainer, steps = ctx.trainer, ctx.steps_per_epoch
+    first, last = ckpt.step + 1, epoch * steps
+    if first == (epoch - 1) * steps + 1:
+        trainer.train_metrics.reset()
+    bar = ProgressBar(epoch, ctx.config.epochs, steps, ctx.config.batch_size, done=first - 1 - (epoch - 1) * steps)
     start = time.perf_counter()
-    for step in range(first_step, first_step + ctx.steps_per_epoch):
-        outputs = trainer.train_step(*next(batches))
+    for step in range(first, last + 1):
+        outputs = trainer.train_step(*next(ckpt.batches))
         for observer in observers:
             observer.on_step_end(ctx, step, outputs)
+        between_steps(ctx, ckpt, step, stop)
         if bar.due():
-            bar.draw(step - first_step + 1, **trainer.train_metrics.result())
+            bar.draw(step - (epoch - 1) * steps, **trainer.train_metrics.result())
     result = trainer.train_metrics.result()  # reading the sums waits for the device
     seconds = time.perf_counter() - start
-    bar.draw(ctx.steps_per_epoch, **result, final=True)
-    if not math.isfinite(result["loss"]):
-        raise DivergedError(f"training loss became {result['loss']} (try a lower --lr)")
+    bar.draw(steps, **result, final=True)
+    check_divergence(ctx, ckpt, last)
     return {**result, "seconds": seconds,
-            "examples_per_sec": ctx.steps_per_epoch * bar.batch_size / seconds}
+            "examples_per_sec": (last - first + 1) * ctx.config.batch_size / max(seconds, 1e-9)}
 
 
-def run_epochs(ctx: RunContext, checkpoints: tf.train.CheckpointManager,
-               observers: Sequence[Observer] = ()) -> list[dict]:
-    """Train for `config.epochs`, validating and checkpointing after each epoch."""
+def between_steps(ctx: RunContext, ckpt: Checkpointer, step: int, stop: GracefulStop) -> None:
+    """Divergence checks, periodic checkpoints and signal stops, all outside the compiled step."""
+    every = ctx.config.checkpoint_every
+    save = every > 0 and step % every == 0 and step % ctx.steps_per_epoch != 0
+    if stop.signum is not None or save or step % DIVERGENCE_CHECK_EVERY == 0:
+        check_divergence(ctx, ckpt, step)
+    if stop.signum is not None:
+        ckpt.save()
+        raise Interrupted(stop.signum, step, ctx.config)
+    if save:
+        ckpt.save()
+
+
+def check_divergence(ctx: RunContext, ckpt: Checkpointer, step: int) -> None:
+    if bool(ctx.trainer.diverged.numpy()):
+        raise DivergedError(
+            f"training diverged by step {step}: the loss or gradient became non-finite; kept the last "
+            f"good checkpoint ({Path(ckpt.latest or 'none').name}); try a lower --lr or a --clip-norm")
+
+
+def run_epochs(ctx: RunContext, ckpt: Checkpointer, observers: Sequence[Observer] = (),
+               stop: GracefulStop | None = None) -> list[dict]:
+    """Train the remaining epochs, validating and checkpointing after each."""
     config, trainer = ctx.config, ctx.trainer
-    batches = iter(train_dataset(ctx.train, config.batch_size, config.seed, ctx.device))
     val_ds = eval_dataset(ctx.val, EVAL_BATCH, ctx.device) if len(ctx.val) else None
-    history = []
-    for epoch in range(1, config.epochs + 1):
-        lr = float(trainer.optimizer.learning_rate.numpy())
-        bar = ProgressBar(epoch, config.epochs, ctx.steps_per_epoch, config.batch_size)
-        first_step = (epoch - 1) * ctx.steps_per_epoch + 1
-        record = {"epoch": epoch, "lr": lr,
-                  **_prefixed("train", train_epoch(ctx, batches, first_step, bar, observers))}
+    history = ckpt.state.records()
+    for epoch in range(len(history) + 1, config.epochs + 1):
+        lr = float(trainer.optimizer.schedule((epoch - 1) * ctx.steps_per_epoch).numpy())
+        record = {"epoch": epoch, "lr": lr, **_prefixed(
+            "train", train_epoch(ctx, ckpt, epoch, observers, stop or GracefulStop()))}
         if val_ds is not None:
             record.update(_prefixed("val", trainer.evaluate(val_ds)))
-        checkpoints.save(checkpoint_number=epoch)
+        history.append(record)
+        ckpt.state.end_epoch(history)
+        ckpt.save()
         for observer in observers:
             observer.on_epoch_end(ctx, epoch, record)
-        history.append(record)
     return history
 
 
@@ -107,30 +130,35 @@ def default_observers(config: Config) -> list[Observer]:
     return []
 
 
-def build_context(config: Config, device: str | None = "auto") -> RunContext:
-    """Load data, make the run directory and build the trainer: everything before step one."""
+def build_context(config: Config, device: str | None = "auto", resume: bool = False) -> RunContext:
+    """Load data, open the run directory and build the trainer: everything before step one."""
     device = default_device() if device == "auto" else device
     set_determinism(config.seed)
     train, val, test = load_splits(config)
-    run_dir = create_run_dir(config)
+    if config.run_name is None:
+        config = with_overrides(config, run_name=default_run_name())
+    run_dir = open_run_dir(config) if resume else create_run_dir(config)
     steps = steps_per_epoch(train, config.batch_size)
     return RunContext(config, run_dir, build_trainer(config, steps), train, val, test, steps, device)
 
 
 def train_and_evaluate(config: Config, device: str | None = "auto",
-                       observers: Sequence[Observer] | None = None) -> dict:
-    """Train one run end to end and write `logs/<run>/`; returns the metrics it wrote."""
-    start = time.perf_counter()
+                       observers: Sequence[Observer] | None = None, resume: bool = False) -> dict:
+    """Train one run end to end (or continue it from its last checkpoint) and write its metrics."""
     observers = default_observers(config) if observers is None else observers
-    ctx = build_context(config, device)
-    checkpoints = tf.train.CheckpointManager(_checkpoint(ctx.trainer), ctx.run_dir / CHECKPOINTS,
-                                             max_to_keep=KEEP_CHECKPOINTS)
+    ctx = build_context(config, device, resume)
+    ckpt = Checkpointer(ctx, resume)
     for observer in observers:
         observer.on_run_begin(ctx)
-    history = run_epochs(ctx, checkpoints, observers)
+    try:
+        with GracefulStop() as stop:
+            history = run_epochs(ctx, ckpt, observers, stop)
+    except DivergedError:
+        write_json(ctx.run_dir / METRICS, {"run_dir": str(ctx.run_dir), "status": "diverged",
+                                           "step": ckpt.step, "history": ckpt.state.records()})
+        raise
     test = ctx.trainer.evaluate(eval_dataset(ctx.test, EVAL_BATCH, ctx.device))
-    metrics = {"run_dir": str(ctx.run_dir),
-               **_final_metrics(history, test, time.perf_counter() - start)}
+    metrics = {"run_dir": str(ctx.run_dir), **_final_metrics(history, test, ckpt.elapsed())}
     write_json(ctx.run_dir / METRICS, metrics)
     for observer in observers:
         observer.on_run_end(ctx, metrics)
@@ -147,10 +175,6 @@ def load_trained_model(run_dir: str | Path) -> tuple[Config, MLP]:
     model = build_model(config)
     tf.train.Checkpoint(model=model).restore(latest).expect_partial()
     return config, model
-
-
-def _checkpoint(trainer: Trainer) -> tf.train.Checkpoint:
-    return tf.train.Checkpoint(model=trainer.model, optimizer=trainer.optimizer)
 
 
 def _prefixed(prefix: str, values: dict) -> dict:

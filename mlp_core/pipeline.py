@@ -23,18 +23,28 @@ def flatten_and_one_hot(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor
     return flat, tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES, dtype=tf.float32)
 
 
-def train_dataset(split: Split, batch_size: int, seed: int, device: str | None = None) -> tf.data.Dataset:
-    """An endless stream of shuffled full batches; one epoch is len(split) // batch_size steps.
+def train_dataset(split: Split, batch_size: int, seed: int, device: str | None = None,
+                  start_epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
+    """An endless stream of full batches; one epoch is len(split) // batch_size of them.
 
-    `repeat()` after a reshuffling `shuffle` gives a new order every epoch from one seed, and a
-    single iterator for the whole run (which is what a checkpoint can capture mid-epoch).
+    The uint8 split is held once in memory (the cache); each epoch's order is a stateless
+    permutation of (seed, epoch), so a new order every epoch comes from one seed, and the stream can
+    be rebuilt exactly at any (epoch, batch) to resume a run. Only indices are shuffled and batched;
+    images are gathered per batch, so iterator state stays small enough to checkpoint.
     """
     if batch_size > len(split):
         raise ValueError(f"batch size {batch_size} exceeds the {len(split)} training examples")
-    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).cache()
-    ds = ds.shuffle(len(split), seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size, drop_remainder=True).repeat()
-    ds = ds.map(flatten_and_one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+    images, labels = tf.constant(split.images), tf.constant(split.labels)
+    steps = steps_per_epoch(split, batch_size)
+
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(len(split), dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:steps * batch_size], [steps, -1]))
+
+    ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches).skip(skip_batches)
+    ds = ds.map(lambda index: flatten_and_one_hot(tf.gather(images, index), tf.gather(labels, index)),
+                num_parallel_calls=tf.data.AUTOTUNE)
     return _prefetch(ds, device)
 
 

@@ -9,6 +9,7 @@ import json
 import os
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -26,16 +27,41 @@ def default_run_name() -> str:
 
 def create_run_dir(config: Config) -> Path:
     """Make a new, empty run directory; refuse to reuse one (no silent overwrite)."""
-    logdir = Path(config.logdir)
-    run_dir = logdir / (config.run_name or default_run_name())
+    run_dir = Path(config.logdir) / (config.run_name or default_run_name())
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(f"{run_dir}: run directory already exists; choose another --run-name")
+        raise UserError(f"{run_dir}: run directory already exists; choose another --run-name "
+                        "(or add --resume to continue it)")
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / CONFIG, config.to_dict())
     except OSError as err:
         raise UserError(f"{run_dir}: cannot write the run directory: {err.strerror}") from None
     return run_dir
+
+
+def open_run_dir(config: Config) -> Path:
+    """The existing, unfinished run directory that `--resume` continues."""
+    run_dir = Path(config.logdir) / (config.run_name or "")
+    if not config.run_name or not (run_dir / CONFIG).is_file():
+        raise UserError(f"{run_dir}: no run to resume (give the --run-name of an existing run)")
+    if (run_dir / METRICS).is_file():
+        status = read_json(run_dir / METRICS).get("status")
+        raise UserError(f"{run_dir}: run already finished (status: {status}); nothing to resume")
+    return run_dir
+
+
+RESUMABLE_CHANGES = {"logdir", "run_name", "data_dir"}
+
+
+def config_for_resume(given: Config, explicit: set[str]) -> Config:
+    """The saved config of the run to resume; flags given explicitly must agree with it."""
+    saved = load_config(Path(given.logdir) / (given.run_name or ""))
+    for name in sorted(explicit - RESUMABLE_CHANGES):
+        if getattr(given, name) != getattr(saved, name):
+            raise UserError(f"--resume: --{name.replace('_', '-')} {getattr(given, name)} differs from "
+                            f"the run's {getattr(saved, name)} (a resumed run keeps its config)")
+    return replace(saved, logdir=given.logdir, run_name=given.run_name,
+                   data_dir=given.data_dir if "data_dir" in explicit else saved.data_dir)
 
 
 def write_json(path: Path, payload: Any) -> None:
@@ -66,4 +92,6 @@ def load_config(run_dir: Path) -> Config:
     """The Config a run was trained with."""
     if not run_dir.is_dir():
         raise UserError(f"{run_dir}: run directory does not exist")
+    if not (run_dir / CONFIG).is_file():
+        raise UserError(f"{run_dir}: not a run directory (no {CONFIG})")
     return Config.from_dict(read_json(run_dir / CONFIG))

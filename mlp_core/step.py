@@ -79,6 +79,8 @@ class Trainer(tf.Module):
         self.model, self.optimizer, self.loss = model, optimizer, loss
         self.train_metrics = RunningMetrics("train_metrics")
         self.eval_metrics = RunningMetrics("eval_metrics")
+        # Set when a step saw a non-finite loss or gradient; that step's update was skipped.
+        self.diverged = tf.Variable(False, trainable=False, name="diverged")
         self.train_step = tf.function(self._train_step, input_signature=BATCH_SPEC)
         self.eval_step = tf.function(self._eval_step, input_signature=BATCH_SPEC)
 
@@ -100,7 +102,11 @@ class Trainer(tf.Module):
         grad_norm = tf.linalg.global_norm(grads)
         if self.loss.clip_norm > 0:
             grads, _ = tf.clip_by_global_norm(grads, self.loss.clip_norm, use_norm=grad_norm)
-        self.optimizer.apply(grads, variables)
+        finite = tf.math.is_finite(total) & tf.math.is_finite(grad_norm)
+        if finite:
+            self.optimizer.apply(grads, variables)
+        else:
+            self.diverged.assign(True)
         accuracy = self.train_metrics.update(losses, logits, one_hot)
         return {"loss": total, "accuracy": accuracy, "grad_norm": grad_norm}
 

@@ -2,6 +2,7 @@
 
     python scripts/train.py                      # the default configuration
     python scripts/train.py --hidden 1024 --epochs 5 --optimizer nesterov --lr 0.05
+    python scripts/train.py --run-name mine --resume   # continue a stopped or killed run
     python scripts/train.py --dry-run            # one quick epoch on 1,024 images
 """
 import argparse
@@ -10,13 +11,16 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.config import add_config_flags, config_from_args, with_overrides  # noqa: E402
+from mlp_core.config import (add_config_flags, config_from_args, explicit_fields,  # noqa: E402
+                             with_overrides)
 from mlp_core.errors import run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_config_flags(parser)
+    parser.add_argument("--resume", action="store_true",
+                        help="continue the run named by --run-name from its latest checkpoint")
     parser.add_argument("--dry-run", action="store_true", help="one epoch on 1,024 images")
     args = parser.parse_args(argv)
     config = config_from_args(args)
@@ -24,7 +28,10 @@ def main(argv: list[str] | None = None) -> int:
         config = with_overrides(config, epochs=1, train_subset=1024)
     from mlp_core.console import summary  # TensorFlow loads only after the flags are valid
     from mlp_core.loop import train_and_evaluate
-    print(summary(train_and_evaluate(config)))
+    from mlp_core.rundir import config_for_resume
+    if args.resume:
+        config = config_for_resume(config, explicit_fields(argv))
+    print(summary(train_and_evaluate(config, resume=args.resume)))
     return 0
 
 

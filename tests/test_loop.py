@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from conftest import tiny_config
+from mlp_core.checkpointing import Checkpointer
 from mlp_core.config import Config
 from mlp_core.errors import UserError
 from mlp_core.hooks import Observer
@@ -30,8 +31,7 @@ def test_steps_trace_once_and_loss_falls_by_more_than_half(tmp_path):
     ctx = build_context(tiny_config(tmp_path, epochs=3, train_subset=2048, val_size=500), None)
     trainer = ctx.trainer
     before = trainer.evaluate(eval_dataset(ctx.train, 300))
-    manager = tf.train.CheckpointManager(tf.train.Checkpoint(model=trainer.model), tmp_path / "ck", 1)
-    history = run_epochs(ctx, manager)
+    history = run_epochs(ctx, Checkpointer(ctx))
     after = trainer.evaluate(eval_dataset(ctx.train, 300))  # 300 leaves a smaller last batch
     assert after["loss"] < 0.5 * before["loss"]
     assert history[-1]["val_accuracy"] > 0.8

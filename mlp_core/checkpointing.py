@@ -1,0 +1,125 @@
+"""Checkpoints that let a killed run continue bit-identically, and graceful stops on signals.
+
+A checkpoint holds the model (with its dropout generator), the optimizer (slots, step counter), the
+running train metrics of the current epoch, the run's progress (completed epochs, history, elapsed
+time) and, when batches are prefetched on the host, the tf.data iterator itself. The training
+stream is a pure function of (seed, epoch, batch), so on a device-prefetch pipeline, whose iterator
+tf.data cannot serialize, the iterator is rebuilt at the saved step instead.
+"""
+from __future__ import annotations
+
+import json
+import signal
+import time
+from typing import Iterator
+
+import tensorflow as tf
+
+from mlp_core.errors import UserError
+from mlp_core.hooks import RunContext
+from mlp_core.pipeline import train_dataset
+from mlp_core.rundir import CHECKPOINTS
+
+KEEP_CHECKPOINTS = 3
+
+
+class RunState(tf.Module):
+    """Progress that is not in the model or optimizer."""
+
+    def __init__(self):
+        super().__init__(name="run_state")
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="completed_epochs")
+        self.history = tf.Variable("[]", dtype=tf.string, trainable=False, name="history_json")
+        self.elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
+
+    def records(self) -> list[dict]:
+        return json.loads(self.history.numpy().decode())
+
+    def end_epoch(self, history: list[dict]) -> None:
+        self.history.assign(json.dumps(history))
+        self.epoch.assign(len(history))
+
+
+class Checkpointer:
+    """Owns the run's checkpoint manager and the iterator of training batches."""
+
+    def __init__(self, ctx: RunContext, resume: bool = False):
+        self.ctx, self.state = ctx, RunState()
+        self._started = time.perf_counter()
+        trainer = ctx.trainer
+        self._progress = dict(model=trainer.model, optimizer=trainer.optimizer,
+                              train_metrics=trainer.train_metrics, state=self.state)
+        if resume:
+            self._restore_progress()
+        self._prior_seconds = float(self.state.elapsed.numpy())
+        self.batches = self._open_batches(resume)
+        saved = dict(self._progress)
+        if ctx.device is None:  # a host pipeline's iterator serializes (a device-prefetching one cannot)
+            saved["iterator"] = self.batches
+        self.manager = tf.train.CheckpointManager(
+            tf.train.Checkpoint(**saved), ctx.run_dir / CHECKPOINTS, max_to_keep=KEEP_CHECKPOINTS,
+            step_counter=trainer.optimizer.iterations)
+
+    @property
+    def latest(self) -> str | None:
+        return tf.train.latest_checkpoint(str(self.ctx.run_dir / CHECKPOINTS))
+
+    @property
+    def step(self) -> int:
+        """Train steps completed over the whole run."""
+        return int(self.ctx.trainer.optimizer.iterations.numpy())
+
+    def elapsed(self) -> float:
+        """Wall seconds of the run so far, over every process that worked on it."""
+        return self._prior_seconds + time.perf_counter() - self._started
+
+    def save(self) -> str:
+        self.state.elapsed.assign(self.elapsed())
+        try:
+            return self.manager.save(checkpoint_number=self.step)
+        except (OSError, tf.errors.OpError) as err:
+            raise UserError(f"{self.ctx.run_dir / CHECKPOINTS}: cannot write a checkpoint: "
+                            f"{getattr(err, 'message', err)}") from None
+
+    def _restore_progress(self) -> None:
+        if self.latest is None:
+            raise UserError(f"{self.ctx.run_dir}: nothing to resume (no checkpoint was written yet)")
+        tf.train.Checkpoint(**self._progress).read(self.latest).expect_partial()
+
+    def _open_batches(self, resume: bool) -> Iterator:
+        """Host pipelines restore their saved iterator; others are rebuilt at the saved step."""
+        if resume and self.ctx.device is None:
+            batches = iter(self._dataset(0, 0))
+            try:
+                tf.train.Checkpoint(iterator=batches).read(self.latest).assert_existing_objects_matched()
+                return batches
+            except AssertionError:
+                pass  # the checkpoint came from a device-prefetching run: rebuild by position
+        return iter(self._dataset(*divmod(self.step, self.ctx.steps_per_epoch)))
+
+    def _dataset(self, epoch: int, offset: int) -> tf.data.Dataset:
+        config = self.ctx.config
+        return train_dataset(self.ctx.train, config.batch_size, config.seed, self.ctx.device,
+                             start_epoch=epoch, skip_batches=offset)
+
+
+class GracefulStop:
+    """While active, SIGINT and SIGTERM only set `signum`; the loop saves and exits between steps."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> "GracefulStop":
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _request(self, signum: int, frame) -> None:
+        self.signum = signum
