@@ -48,7 +48,8 @@ class Checkpointer:
         self._started = time.perf_counter()
         trainer = ctx.trainer
         self._progress = dict(model=trainer.model, optimizer=trainer.optimizer,
-                              train_metrics=trainer.train_metrics, state=self.state)
+                              train_metrics=trainer.train_metrics, global_step=trainer.global_step,
+                              state=self.state)
         if resume:
             self._restore_progress()
         self._prior_seconds = float(self.state.elapsed.numpy())
@@ -58,7 +59,7 @@ class Checkpointer:
             saved["iterator"] = self.batches
         self.manager = tf.train.CheckpointManager(
             tf.train.Checkpoint(**saved), ctx.run_dir / CHECKPOINTS, max_to_keep=KEEP_CHECKPOINTS,
-            step_counter=trainer.optimizer.iterations)
+            step_counter=trainer.global_step)
 
     @property
     def latest(self) -> str | None:
@@ -67,7 +68,7 @@ class Checkpointer:
     @property
     def step(self) -> int:
         """Train steps completed over the whole run."""
-        return int(self.ctx.trainer.optimizer.iterations.numpy())
+        return int(self.ctx.trainer.global_step.numpy())
 
     def elapsed(self) -> float:
         """Wall seconds of the run so far, over every process that worked on it."""
@@ -82,13 +83,13 @@ class Checkpointer:
                             f"{getattr(err, 'message', err)}") from None
 
     def _restore_progress(self) -> None:
-        if self.latest is None:
-            raise UserError(f"{self.ctx.run_dir}: nothing to resume (no checkpoint was written yet)")
-        tf.train.Checkpoint(**self._progress).read(self.latest).expect_partial()
+        """Continue from the latest checkpoint; a run stopped before its first one starts afresh."""
+        if self.latest is not None:
+            tf.train.Checkpoint(**self._progress).read(self.latest).expect_partial()
 
     def _open_batches(self, resume: bool) -> Iterator:
         """Host pipelines restore their saved iterator; others are rebuilt at the saved step."""
-        if resume and self.ctx.device is None:
+        if resume and self.latest is not None and self.ctx.device is None:
             batches = iter(self._dataset(0, 0))
             try:
                 tf.train.Checkpoint(iterator=batches).read(self.latest).assert_existing_objects_matched()

@@ -158,7 +158,8 @@ def explicit_fields(argv: Sequence[str] | None = None) -> set[str]:
     """The Config fields set on the command line, whatever their value (defaults excluded)."""
     shadow = argparse.ArgumentParser(add_help=False)
     add_config_flags(shadow)
-    shadow.set_defaults(**{f.name: argparse.SUPPRESS for f in dataclasses.fields(Config)})
+    for action in shadow._actions:  # only flags that were given end up in the namespace
+        action.default, action.type = argparse.SUPPRESS, None
     known, _ = shadow.parse_known_args(argv)
     return set(vars(known))
 

@@ -59,11 +59,15 @@ def load_mnist(data_dir: str | Path | None = None) -> Mnist:
     if not directory.is_dir():
         raise DataError(f"{directory}: data directory does not exist")
     if not any(_find(directory, name) for name in FILES.values()) and (directory / "mnist.npz").is_file():
-        return _validated(*_read_npz(directory / "mnist.npz"), source=str(directory / "mnist.npz"))
+        npz = directory / "mnist.npz"
+        return _validated(*_read_npz(npz), f"{npz} (x_train, y_train)", f"{npz} (x_test, y_test)")
     sums = _read_sums(directory / "SHA256SUMS")
-    arrays = {key: _read_idx(_require(directory, name), sums.get(name)) for key, name in FILES.items()}
+    paths = {key: _require(directory, name) for key, name in FILES.items()}
+    arrays = {key: _read_idx(path, sums.get(FILES[key])) for key, path in paths.items()}
+    pair = {part: f"{directory}/{{{paths[part + '_images'].name}, {paths[part + '_labels'].name}}}"
+            for part in ("train", "test")}
     return _validated(arrays["train_images"], arrays["train_labels"],
-                      arrays["test_images"], arrays["test_labels"], source=str(directory))
+                      arrays["test_images"], arrays["test_labels"], pair["train"], pair["test"])
 
 
 def split_validation(train: Split, val_size: int) -> tuple[Split, Split]:
@@ -142,9 +146,9 @@ def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
         raise DataError(f"{path}: cannot read npz: {err}") from None
 
 
-def _validated(x_train, y_train, x_test, y_test, source: str) -> Mnist:
-    return Mnist(train=_check_split(x_train, y_train, f"{source} (train)"),
-                 test=_check_split(x_test, y_test, f"{source} (test)"))
+def _validated(x_train, y_train, x_test, y_test, train_source: str, test_source: str) -> Mnist:
+    return Mnist(train=_check_split(x_train, y_train, train_source),
+                 test=_check_split(x_test, y_test, test_source))
 
 
 def _check_split(images: np.ndarray, labels: np.ndarray, where: str) -> Split:

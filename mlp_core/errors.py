@@ -4,6 +4,7 @@ Scripts never show a traceback for bad input: they print `error: <what is wrong>
 """
 from __future__ import annotations
 
+import signal
 import sys
 from typing import Callable
 
@@ -22,8 +23,6 @@ class Interrupted(UserError):
     """SIGINT or SIGTERM stopped training after a checkpoint was saved; exits 128 + signal."""
 
     def __init__(self, signum: int, step: int, config) -> None:
-        import signal
-
         self.exit_code = 128 + signum
         super().__init__(
             f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved. Resume with: "
@@ -37,12 +36,21 @@ class DivergedError(UserError):
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:
-    """Run a script's main, mapping user errors and Ctrl-C to one line and an exit code."""
+    """Run a script's main, mapping user errors, Ctrl-C and SIGTERM to one line and an exit code.
+
+    Training installs its own handlers that checkpoint first; these cover the rest of the script.
+    """
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     try:
         return main(argv)
     except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return err.exit_code
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as err:
+        signum = err.args[0] if err.args else signal.SIGINT
+        print(f"error: stopped by {signal.Signals(signum).name}", file=sys.stderr)
+        return 128 + signum
+
+
+def _raise_interrupt(signum: int, frame) -> None:
+    raise KeyboardInterrupt(signum)

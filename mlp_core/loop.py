@@ -99,9 +99,10 @@ def between_steps(ctx: RunContext, ckpt: Checkpointer, step: int, stop: Graceful
 
 
 def check_divergence(ctx: RunContext, ckpt: Checkpointer, step: int) -> None:
-    if bool(ctx.trainer.diverged.numpy()):
+    """Stop before a non-finite loss, gradient or weight can reach a checkpoint."""
+    if bool(ctx.trainer.diverged.numpy()) or not ctx.trainer.weights_finite():
         raise DivergedError(
-            f"training diverged by step {step}: the loss or gradient became non-finite; kept the last "
+            f"training diverged by step {step}: the loss, a gradient or a weight became non-finite; kept the last "
             f"good checkpoint ({Path(ckpt.latest or 'none').name}); try a lower --lr or a --clip-norm")
 
 
@@ -150,14 +151,16 @@ def train_and_evaluate(config: Config, device: str | None = "auto",
     ckpt = Checkpointer(ctx, resume)
     for observer in observers:
         observer.on_run_begin(ctx)
-    try:
-        with GracefulStop() as stop:
+    with GracefulStop() as stop:
+        try:
             history = run_epochs(ctx, ckpt, observers, stop)
-    except DivergedError:
-        write_json(ctx.run_dir / METRICS, {"run_dir": str(ctx.run_dir), "status": "diverged",
-                                           "step": ckpt.step, "history": ckpt.state.records()})
-        raise
-    test = ctx.trainer.evaluate(eval_dataset(ctx.test, EVAL_BATCH, ctx.device))
+        except DivergedError:
+            write_json(ctx.run_dir / METRICS, {"run_dir": str(ctx.run_dir), "status": "diverged",
+                                               "step": ckpt.step, "history": ckpt.state.records()})
+            raise
+        test = ctx.trainer.evaluate(eval_dataset(ctx.test, EVAL_BATCH, ctx.device))
+        if stop.signum is not None:  # the last epoch is saved; a resume only evaluates again
+            raise Interrupted(stop.signum, ckpt.step, ctx.config)
     metrics = {"run_dir": str(ctx.run_dir), **_final_metrics(history, test, ckpt.elapsed())}
     write_json(ctx.run_dir / METRICS, metrics)
     for observer in observers:

@@ -55,7 +55,9 @@ RESUMABLE_CHANGES = {"logdir", "run_name", "data_dir"}
 
 def config_for_resume(given: Config, explicit: set[str]) -> Config:
     """The saved config of the run to resume; flags given explicitly must agree with it."""
-    saved = load_config(Path(given.logdir) / (given.run_name or ""))
+    if not given.run_name:
+        raise UserError("--resume needs the --run-name of the run to continue")
+    saved = load_config(Path(given.logdir) / given.run_name)
     for name in sorted(explicit - RESUMABLE_CHANGES):
         if getattr(given, name) != getattr(saved, name):
             raise UserError(f"--resume: --{name.replace('_', '-')} {getattr(given, name)} differs from "

@@ -81,6 +81,8 @@ class Trainer(tf.Module):
         self.eval_metrics = RunningMetrics("eval_metrics")
         # Set when a step saw a non-finite loss or gradient; that step's update was skipped.
         self.diverged = tf.Variable(False, trainable=False, name="diverged")
+        # Counts every step, skipped updates included, unlike optimizer.iterations.
+        self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.train_step = tf.function(self._train_step, input_signature=BATCH_SPEC)
         self.eval_step = tf.function(self._eval_step, input_signature=BATCH_SPEC)
 
@@ -107,6 +109,7 @@ class Trainer(tf.Module):
             self.optimizer.apply(grads, variables)
         else:
             self.diverged.assign(True)
+        self.global_step.assign_add(1)
         accuracy = self.train_metrics.update(losses, logits, one_hot)
         return {"loss": total, "accuracy": accuracy, "grad_norm": grad_norm}
 
@@ -114,6 +117,10 @@ class Trainer(tf.Module):
         _, losses, logits = self.loss_fn(images, one_hot, training=False)
         self.eval_metrics.update(losses, logits, one_hot)
         return logits
+
+    def weights_finite(self) -> bool:
+        """False once an update has pushed a weight to inf or NaN, even if the loss was finite."""
+        return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.model.trainable_variables)
 
     def evaluate(self, dataset: tf.data.Dataset) -> dict[str, float]:
         """Loss and accuracy over one pass of `dataset`."""

@@ -1,0 +1,216 @@
+"""Runs that are killed, interrupted, diverge or get bad input: exact resume, clear errors, no loss."""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from conftest import ROOT, assert_clean_error, run_script, tiny_config, write_idx
+from mlp_core.config import with_overrides
+from mlp_core.data import FILES
+from mlp_core.hooks import Observer
+from mlp_core.loop import load_trained_model, train_and_evaluate
+
+# 3 epochs of 32 steps, a checkpoint every 5 steps: kills land mid-epoch and between checkpoints.
+SMALL_RUN = ["--hidden", "64,32", "--train-subset", "2048", "--batch-size", "64", "--epochs", "3",
+             "--val-size", "1000", "--dropout", "0.2", "--checkpoint-every", "5"]
+TIMING_KEYS = {"wall_seconds", "train_examples_per_sec", "train_seconds", "run_dir"}
+
+
+def start_train(*args: str) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=ROOT,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.02)
+
+
+def without_timing(value):
+    """metrics.json minus the numbers that measure time, which no two runs share."""
+    if isinstance(value, dict):
+        return {k: without_timing(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [without_timing(v) for v in value]
+    return value
+
+
+def metrics_of(run_dir: Path) -> dict:
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+def weights_of(run_dir: Path) -> list[np.ndarray]:
+    return [v.numpy() for v in load_trained_model(run_dir)[1].trainable_variables]
+
+
+def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
+    flags = [*SMALL_RUN, "--logdir", str(tmp_path)]
+    started = time.monotonic()
+    reference = start_train(*flags, "--run-name", "alone")
+    assert reference.wait(timeout=300) == 0, reference.communicate()
+    lifetime = time.monotonic() - started
+    seed = random.randrange(10**6)
+    rng, run_dir, kills = random.Random(seed), tmp_path / "killed", 0
+    proc = start_train(*flags, "--run-name", "killed")
+    while kills < 2 and not (run_dir / "metrics.json").exists():
+        time.sleep(rng.uniform(0.0, 0.9 * lifetime))  # any moment of the process's life
+        if proc.poll() is not None:
+            break
+        proc.kill()
+        proc.wait()
+        kills += 1
+        if not (run_dir / "metrics.json").exists():  # else it was killed after finishing
+            again = ["--resume"] if (run_dir / "config.json").exists() else []
+            proc = start_train(*flags, "--run-name", "killed", *again)
+    _, err = proc.communicate(timeout=300)
+    assert kills >= 1 and (run_dir / "metrics.json").exists(), f"seed {seed}: {err}"
+    assert without_timing(metrics_of(run_dir)) == without_timing(metrics_of(tmp_path / "alone")), seed
+    for resumed, alone in zip(weights_of(run_dir), weights_of(tmp_path / "alone")):
+        np.testing.assert_array_equal(resumed, alone, err_msg=f"seed {seed}")
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_signal_saves_prints_how_to_resume_and_exits(tmp_path, signum):
+    flags = [*SMALL_RUN, "--epochs", "50", "--logdir", str(tmp_path), "--run-name", "sig"]
+    proc = start_train(*flags)
+    wait_for(tmp_path / "sig" / "checkpoints" / "checkpoint", proc)
+    proc.send_signal(signum)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signum
+    assert "Traceback" not in err
+    message = err.strip().splitlines()[-1]
+    assert message.startswith(f"error: stopped by {signal.Signals(signum).name} at step ")
+    assert message.endswith(f"--run-name sig --resume")
+    step = int(message.split(" at step ")[1].split(";")[0])
+    assert tf.train.latest_checkpoint(str(tmp_path / "sig" / "checkpoints")).endswith(f"ckpt-{step}")
+    assert not (tmp_path / "sig" / "metrics.json").exists()
+
+
+def test_diverging_run_stops_keeps_last_good_checkpoint_and_says_so(tmp_path):
+    result = run_script("train.py", "--optimizer", "sgd", "--lr", "1e6", "--no-normalize",
+                        "--hidden", "64", "--train-subset", "2048", "--checkpoint-every", "1",
+                        "--logdir", str(tmp_path), "--run-name", "boom")
+    assert_clean_error(result, "error: training diverged by step", "kept the last good checkpoint")
+    assert result.returncode == 3
+    metrics = metrics_of(tmp_path / "boom")
+    assert metrics["status"] == "diverged" and metrics["step"] >= 1
+    kept = tf.train.latest_checkpoint(str(tmp_path / "boom" / "checkpoints"))
+    assert kept is not None and int(kept.rsplit("-", 1)[1]) < metrics["step"]
+    assert all(np.isfinite(w).all() for w in weights_of(tmp_path / "boom"))
+
+
+# --- bad input: one line naming the cause, non-zero exit, no traceback, existing runs untouched ---
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory) -> Path:
+    logdir = tmp_path_factory.mktemp("logs")
+    result = run_script("train.py", "--dry-run", "--hidden", "32", "--logdir", str(logdir),
+                        "--run-name", "done")
+    assert result.returncode == 0, result.stderr
+    return logdir / "done"
+
+
+def digest(run_dir: Path) -> dict[str, str]:
+    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--resume"], "already finished (status: completed)"),
+    (["--hidden", "64", "--resume"], "--hidden (64,) differs from the run's (32,)"),
+    ([], "run directory already exists"),
+])
+def test_existing_runs_are_never_overwritten(finished_run, flags, message):
+    before = digest(finished_run)
+    result = run_script("train.py", "--dry-run", "--logdir", str(finished_run.parent),
+                        "--run-name", "done", *flags)
+    assert_clean_error(result, message)
+    assert digest(finished_run) == before
+
+
+def test_resume_of_a_missing_run(tmp_path):
+    result = run_script("train.py", "--logdir", str(tmp_path), "--run-name", "ghost", "--resume")
+    assert_clean_error(result, "ghost: run directory does not exist")
+    assert_clean_error(run_script("train.py", "--resume"), "--resume needs the --run-name")
+
+
+def test_logdir_that_cannot_be_created(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a directory")
+    result = run_script("train.py", "--dry-run", "--logdir", str(blocker / "logs"))
+    assert_clean_error(result, "cannot write the run directory")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through directory permissions")
+def test_logdir_without_write_permission(tmp_path):
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    result = run_script("train.py", "--dry-run", "--logdir", str(locked))
+    assert_clean_error(result, "cannot write the run directory", "Permission denied")
+
+
+def corrupt(directory: Path, kind: str) -> str:
+    """Spoil one file of a good IDX directory; return the name the error must mention."""
+    name = FILES["train_images"] + ".gz"
+    path = directory / name
+    if kind == "truncated":
+        path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-100]))
+    elif kind == "not gzip":
+        path.write_bytes(b"\x1f\x8b" + os.urandom(64))
+    elif kind == "mismatched":
+        labels = np.zeros(599, np.uint8)
+        name = write_idx(directory / FILES["train_labels"], labels).name
+    return name
+
+
+@pytest.mark.parametrize("kind", ["truncated", "not gzip", "mismatched"])
+def test_bad_data_files(tmp_path, small_idx_dir, kind):
+    name = corrupt(small_idx_dir, kind)
+    result = run_script("train.py", "--data-dir", str(small_idx_dir), "--val-size", "100",
+                        "--batch-size", "50", "--logdir", str(tmp_path / "logs"))
+    assert_clean_error(result, name)
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "logs").exists()
+
+
+class Crash(Exception):
+    pass
+
+
+class CrashAt(Observer):
+    def __init__(self, step: int):
+        self.step = step
+
+    def on_step_end(self, ctx, step, outputs):
+        if step == self.step:
+            raise Crash
+
+
+@pytest.mark.parametrize("device", [None, "/CPU:0"])
+def test_resume_is_exact_on_host_and_device_prefetch_pipelines(tmp_path, device):
+    """The device path cannot checkpoint its iterator; it is rebuilt at the saved step instead."""
+    config = tiny_config(tmp_path, checkpoint_every=5, epochs=2)
+    alone = train_and_evaluate(with_overrides(config, run_name="alone"), device, observers=[])
+    crashed = with_overrides(config, run_name="crashed")
+    with pytest.raises(Crash):
+        train_and_evaluate(crashed, device, observers=[CrashAt(23)])  # mid-epoch 2, saved at 20
+    resumed = train_and_evaluate(crashed, device, observers=[], resume=True)
+    assert without_timing(resumed) == without_timing(alone)
+    for a, b in zip(weights_of(tmp_path / "logs" / "crashed"), weights_of(tmp_path / "logs" / "alone")):
+        np.testing.assert_array_equal(a, b)
