@@ -17,6 +17,7 @@ from mlp_core.config import Config, with_overrides
 from mlp_core.checkpointing import Checkpointer, GracefulStop
 from mlp_core.console import ProgressBar
 from mlp_core.errors import DivergedError, Interrupted, UserError
+from mlp_core.export import ExportObserver
 from mlp_core.hooks import Observer, RunContext
 from mlp_core.model import MLP
 from mlp_core.optim import make_optimizer, make_schedule
@@ -128,7 +129,7 @@ def run_epochs(ctx: RunContext, ckpt: Checkpointer, observers: Sequence[Observer
 
 def default_observers(config: Config) -> list[Observer]:
     """The side jobs every training run gets."""
-    return []
+    return [ExportObserver()]
 
 
 def build_context(config: Config, device: str | None = "auto", resume: bool = False) -> RunContext:
