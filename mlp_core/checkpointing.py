@@ -4,7 +4,8 @@ A checkpoint holds the model (with its dropout generator), the optimizer (slots,
 running train metrics of the current epoch, the run's progress (completed epochs, history, elapsed
 time) and, when batches are prefetched on the host, the tf.data iterator itself. The training
 stream is a pure function of (seed, epoch, batch), so on a device-prefetch pipeline, whose iterator
-tf.data cannot serialize, the iterator is rebuilt at the saved step instead.
+tf.data cannot serialize, and under a tf.distribute strategy, the iterator is rebuilt at the saved
+step instead.
 """
 from __future__ import annotations
 
@@ -15,9 +16,9 @@ from typing import Iterator
 
 import tensorflow as tf
 
+from mlp_core.distribute import checkpoint_dir, train_batches
 from mlp_core.errors import UserError
 from mlp_core.hooks import RunContext
-from mlp_core.pipeline import train_dataset
 from mlp_core.rundir import CHECKPOINTS
 
 KEEP_CHECKPOINTS = 3
@@ -53,12 +54,14 @@ class Checkpointer:
         if resume:
             self._restore_progress()
         self._prior_seconds = float(self.state.elapsed.numpy())
+        # A host pipeline's iterator serializes (device-prefetching and distributed ones cannot).
+        self._saves_iterator = ctx.device is None and not trainer.distributed
         self.batches = self._open_batches(resume)
         saved = dict(self._progress)
-        if ctx.device is None:  # a host pipeline's iterator serializes (a device-prefetching one cannot)
+        if self._saves_iterator:
             saved["iterator"] = self.batches
         self.manager = tf.train.CheckpointManager(
-            tf.train.Checkpoint(**saved), ctx.run_dir / CHECKPOINTS, max_to_keep=KEEP_CHECKPOINTS,
+            tf.train.Checkpoint(**saved), checkpoint_dir(ctx), max_to_keep=KEEP_CHECKPOINTS,
             step_counter=trainer.global_step)
 
     @property
@@ -89,19 +92,17 @@ class Checkpointer:
 
     def _open_batches(self, resume: bool) -> Iterator:
         """Host pipelines restore their saved iterator; others are rebuilt at the saved step."""
-        if resume and self.latest is not None and self.ctx.device is None:
+        if resume and self.latest is not None and self._saves_iterator:
             batches = iter(self._dataset(0, 0))
             try:
                 tf.train.Checkpoint(iterator=batches).read(self.latest).assert_existing_objects_matched()
                 return batches
             except AssertionError:
-                pass  # the checkpoint came from a device-prefetching run: rebuild by position
+                pass  # saved by a device-prefetching or distributed run: rebuild by position
         return iter(self._dataset(*divmod(self.step, self.ctx.steps_per_epoch)))
 
-    def _dataset(self, epoch: int, offset: int) -> tf.data.Dataset:
-        config = self.ctx.config
-        return train_dataset(self.ctx.train, config.batch_size, config.seed, self.ctx.device,
-                             start_epoch=epoch, skip_batches=offset)
+    def _dataset(self, epoch: int, offset: int):
+        return train_batches(self.ctx, start_epoch=epoch, skip_batches=offset)
 
 
 class GracefulStop:

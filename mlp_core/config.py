@@ -17,6 +17,7 @@ ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "elu", "swish")
 INITIALIZERS = ("he_uniform", "glorot_uniform", "he_normal", "glorot_normal")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
+STRATEGIES = ("default", "mirrored", "multi_worker")
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,8 @@ class Config:
     data_dir: str | None = None
     logdir: str = "logs"
     run_name: str | None = None
+    strategy: str = "default"
+    logical_cpus: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -152,6 +155,10 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: Config = Config(
     add("--data-dir", default=d.data_dir, help="IDX files or mnist.npz; default: packaged copy")
     add("--logdir", default=d.logdir, help="parent directory of run directories")
     add("--run-name", default=d.run_name, help="run directory name; default: timestamp")
+    add("--strategy", choices=STRATEGIES, default=d.strategy,
+        help="tf.distribute: one device, all local GPUs (mirrored) or the TF_CONFIG cluster")
+    add("--logical-cpus", type=_nonneg_int, default=d.logical_cpus,
+        help="split the CPU into N logical devices (for mirrored without GPUs); 0 = no split")
 
 
 def explicit_fields(argv: Sequence[str] | None = None) -> set[str]:

@@ -16,6 +16,7 @@ from mlp_core import data as mnist
 from mlp_core.config import Config, with_overrides
 from mlp_core.checkpointing import Checkpointer, GracefulStop
 from mlp_core.console import ProgressBar
+from mlp_core.distribute import check_same_step, is_chief, make_strategy, worker_failures
 from mlp_core.errors import DivergedError, Interrupted, UserError
 from mlp_core.export import ExportObserver
 from mlp_core.hooks import Observer, RunContext
@@ -133,37 +134,56 @@ def default_observers(config: Config) -> list[Observer]:
 
 
 def build_context(config: Config, device: str | None = "auto", resume: bool = False) -> RunContext:
-    """Load data, open the run directory and build the trainer: everything before step one."""
+    """Load data, open the run directory and build the trainer: everything before step one.
+
+    The strategy comes first (`--logical-cpus` must split the CPU before TF sets up devices); the
+    trainer's variables are created in its scope, so they are mirrored on every replica.
+    """
+    strategy = make_strategy(config)
     device = default_device() if device == "auto" else device
     set_determinism(config.seed)
     train, val, test = load_splits(config)
     if config.run_name is None:
         config = with_overrides(config, run_name=default_run_name())
-    run_dir = open_run_dir(config) if resume else create_run_dir(config)
+    if is_chief(strategy):
+        run_dir = open_run_dir(config) if resume else create_run_dir(config)
+    else:  # the chief's; other workers only read checkpoints from it
+        run_dir = Path(config.logdir) / config.run_name
     steps = steps_per_epoch(train, config.batch_size)
-    return RunContext(config, run_dir, build_trainer(config, steps), train, val, test, steps, device)
+    with strategy.scope():
+        trainer = build_trainer(config, steps)
+    return RunContext(config, run_dir, trainer, train, val, test, steps, device)
 
 
 def train_and_evaluate(config: Config, device: str | None = "auto",
                        observers: Sequence[Observer] | None = None, resume: bool = False) -> dict:
-    """Train one run end to end (or continue it from its last checkpoint) and write its metrics."""
-    observers = default_observers(config) if observers is None else observers
+    """Train one run end to end (or continue it from its last checkpoint) and write its metrics.
+
+    Under multi_worker only the chief writes metrics.json and runs the default observers; observers
+    passed in run on every worker.
+    """
     ctx = build_context(config, device, resume)
+    chief = is_chief(ctx.trainer.strategy)
+    if observers is None:
+        observers = default_observers(config) if chief else []
     ckpt = Checkpointer(ctx, resume)
+    check_same_step(ctx, ckpt.step)
     for observer in observers:
         observer.on_run_begin(ctx)
-    with GracefulStop() as stop:
+    with GracefulStop() as stop, worker_failures(ctx.config):
         try:
             history = run_epochs(ctx, ckpt, observers, stop)
         except DivergedError:
-            write_json(ctx.run_dir / METRICS, {"run_dir": str(ctx.run_dir), "status": "diverged",
-                                               "step": ckpt.step, "history": ckpt.state.records()})
+            if chief:
+                write_json(ctx.run_dir / METRICS, {"run_dir": str(ctx.run_dir), "status": "diverged",
+                                                   "step": ckpt.step, "history": ckpt.state.records()})
             raise
         test = ctx.trainer.evaluate(eval_dataset(ctx.test, EVAL_BATCH, ctx.device))
         if stop.signum is not None:  # the last epoch is saved; a resume only evaluates again
             raise Interrupted(stop.signum, ckpt.step, ctx.config)
     metrics = {"run_dir": str(ctx.run_dir), **_final_metrics(history, test, ckpt.elapsed())}
-    write_json(ctx.run_dir / METRICS, metrics)
+    if chief:
+        write_json(ctx.run_dir / METRICS, metrics)
     for observer in observers:
         observer.on_run_end(ctx, metrics)
     return metrics

@@ -24,25 +24,33 @@ def flatten_and_one_hot(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor
 
 
 def train_dataset(split: Split, batch_size: int, seed: int, device: str | None = None,
-                  start_epoch: int = 0, skip_batches: int = 0) -> tf.data.Dataset:
+                  start_epoch: int = 0, skip_batches: int = 0, replicas: int = 1,
+                  local_replicas: range = range(1)) -> tf.data.Dataset:
     """An endless stream of full batches; one epoch is len(split) // batch_size of them.
 
     The uint8 split is held once in memory (the cache); each epoch's order is a stateless
     permutation of (seed, epoch), so a new order every epoch comes from one seed, and the stream can
     be rebuilt exactly at any (epoch, batch) to resume a run. Only indices are shuffled and batched;
     images are gathered per batch, so iterator state stays small enough to checkpoint.
+
+    Under tf.distribute `batch_size` is the global batch: each is cut into `replicas` contiguous
+    slices, and this input pipeline yields the slices of its `local_replicas`, one element each, so
+    the replicas together see exactly the batches of a one-device run.
     """
     if batch_size > len(split):
         raise ValueError(f"batch size {batch_size} exceeds the {len(split)} training examples")
+    if batch_size % replicas:
+        raise ValueError(f"batch size {batch_size} is not divisible by {replicas} replicas")
     images, labels = tf.constant(split.images), tf.constant(split.labels)
-    steps = steps_per_epoch(split, batch_size)
+    steps, first, count = steps_per_epoch(split, batch_size), local_replicas.start, len(local_replicas)
 
     def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
         order = tf.random.experimental.stateless_shuffle(
             tf.range(len(split), dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(tf.reshape(order[:steps * batch_size], [steps, -1]))
+        slices = tf.reshape(order[:steps * batch_size], [steps, replicas, -1])[:, first:first + count]
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(slices, [steps * count, -1]))
 
-    ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches).skip(skip_batches)
+    ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches).skip(skip_batches * count)
     ds = ds.map(lambda index: flatten_and_one_hot(tf.gather(images, index), tf.gather(labels, index)),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return _prefetch(ds, device)

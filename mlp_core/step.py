@@ -53,12 +53,21 @@ class RunningMetrics(tf.Module):
             self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="count")
 
     def update(self, losses: tf.Tensor, logits: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
-        """Add a batch; returns the batch accuracy."""
+        """Add a batch; returns the batch accuracy.
+
+        Inside `strategy.run` (the train step) each replica holds a slice of the global batch: the
+        sums are all-reduced over the replicas, so every replica adds the whole batch's to its copy.
+        """
         hits = tf.equal(tf.argmax(logits, axis=-1), tf.argmax(one_hot, axis=-1))
-        self.loss_sum.assign_add(tf.reduce_sum(tf.cast(losses, tf.float64)))
-        self.correct.assign_add(tf.reduce_sum(tf.cast(hits, tf.int64)))
-        self.count.assign_add(tf.shape(losses, out_type=tf.int64)[0])
-        return tf.reduce_mean(tf.cast(hits, tf.float32))
+        sums = tf.stack([tf.reduce_sum(tf.cast(losses, tf.float64)),
+                         tf.reduce_sum(tf.cast(hits, tf.float64)), tf.cast(tf.size(hits), tf.float64)])
+        replica = tf.distribute.get_replica_context()
+        if replica is not None:  # None in a strategy's scope outside `strategy.run`: one batch
+            sums = replica.all_reduce(tf.distribute.ReduceOp.SUM, sums)
+        self.loss_sum.assign_add(sums[0])
+        self.correct.assign_add(tf.cast(sums[1], tf.int64))
+        self.count.assign_add(tf.cast(sums[2], tf.int64))
+        return tf.cast(sums[1] / sums[2], tf.float32)
 
     def result(self) -> dict[str, float]:
         """Mean loss and accuracy so far (reads the device: call between steps, not inside)."""
@@ -72,7 +81,12 @@ class RunningMetrics(tf.Module):
 
 
 class Trainer(tf.Module):
-    """Holds the model, optimizer and metrics, and the two compiled steps that use them."""
+    """Holds the model, optimizer and metrics, and the two compiled steps that use them.
+
+    Built inside `strategy.scope()`, its variables are mirrored on the strategy's replicas and the
+    train step runs on each of them (see distribute.py); built outside any scope, it uses TF's
+    default strategy, where `strategy.run` is a plain call: one device, the same step.
+    """
 
     def __init__(self, model: MLP, optimizer: Optimizer, loss: LossConfig = LossConfig()):
         super().__init__(name="trainer")
@@ -83,24 +97,42 @@ class Trainer(tf.Module):
         self.diverged = tf.Variable(False, trainable=False, name="diverged")
         # Counts every step, skipped updates included, unlike optimizer.iterations.
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        self.train_step = tf.function(self._train_step, input_signature=BATCH_SPEC)
+        self.strategy = tf.distribute.get_strategy()
+        self.distributed = tf.distribute.has_strategy()
+        # A strategy feeds PerReplica batches; their static per-replica shapes keep it to one trace.
+        self.train_step = tf.function(self._train_step,
+                                      input_signature=None if self.distributed else BATCH_SPEC)
         self.eval_step = tf.function(self._eval_step, input_signature=BATCH_SPEC)
 
-    def loss_fn(self, images: tf.Tensor, one_hot: tf.Tensor, training: bool):
-        """Mean loss (with the L2 penalty if any), per-example losses and logits."""
+    def per_example_loss(self, images: tf.Tensor, one_hot: tf.Tensor, training: bool):
+        """Per-example losses and logits."""
         logits = self.model(preprocess(images, self.loss.normalize), training=training)
-        losses = cross_entropy(logits, one_hot, self.loss.label_smoothing)
-        total = tf.reduce_mean(losses)
-        if self.loss.l2 > 0:
-            total += 0.5 * self.loss.l2 * tf.add_n([tf.reduce_sum(tf.square(k))
-                                                   for k in self.model.kernels])
-        return total, losses, logits
+        return cross_entropy(logits, one_hot, self.loss.label_smoothing), logits
 
-    def _train_step(self, images: tf.Tensor, one_hot: tf.Tensor) -> dict[str, tf.Tensor]:
+    def replica_loss(self, losses: tf.Tensor) -> tf.Tensor:
+        """This replica's share of the loss: summed over the replicas, the mean over the global
+        batch plus the L2 penalty, i.e. the one-device loss (which it is on one device)."""
+        share = tf.nn.compute_average_loss(losses)
+        if self.loss.l2 > 0:
+            share += tf.nn.scale_regularization_loss(
+                0.5 * self.loss.l2 * tf.add_n([tf.reduce_sum(tf.square(k)) for k in self.model.kernels]))
+        return share
+
+    def _train_step(self, images, one_hot) -> dict[str, tf.Tensor]:
+        outputs = self.strategy.run(self._replica_train_step, args=(images, one_hot))
+        # Already all-reduced: every replica holds the same values, so the first local one needs
+        # no further communication.
+        return {key: self.strategy.experimental_local_results(value)[0]
+                for key, value in outputs.items()}
+
+    def _replica_train_step(self, images: tf.Tensor, one_hot: tf.Tensor) -> dict[str, tf.Tensor]:
+        """One replica's part of a step; with the all-reduce, every replica applies the same update."""
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
-            total, losses, logits = self.loss_fn(images, one_hot, training=True)
-        grads = tape.gradient(total, variables)
+            losses, logits = self.per_example_loss(images, one_hot, training=True)
+            share = self.replica_loss(losses)
+        total, grads = tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, (share, tape.gradient(share, variables)))
         grad_norm = tf.linalg.global_norm(grads)
         if self.loss.clip_norm > 0:
             grads, _ = tf.clip_by_global_norm(grads, self.loss.clip_norm, use_norm=grad_norm)
@@ -114,7 +146,7 @@ class Trainer(tf.Module):
         return {"loss": total, "accuracy": accuracy, "grad_norm": grad_norm}
 
     def _eval_step(self, images: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
-        _, losses, logits = self.loss_fn(images, one_hot, training=False)
+        losses, logits = self.per_example_loss(images, one_hot, training=False)
         self.eval_metrics.update(losses, logits, one_hot)
         return logits
 
