@@ -44,6 +44,9 @@ class Config:
     normalize: bool = True
     train_subset: int = 0
     checkpoint_every: int = 1000
+    summaries: bool = True
+    log_every: int = 100
+    histogram_every: int = 1
     data_dir: str | None = None
     logdir: str = "logs"
     run_name: str | None = None
@@ -152,6 +155,12 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: Config = Config(
         help="train on the first N training images only; 0 = all")
     add("--checkpoint-every", type=_nonneg_int, default=d.checkpoint_every,
         help="also checkpoint every N steps mid-epoch; 0 = at epoch ends only")
+    add("--no-summaries", dest="summaries", action="store_false",
+        help="write no TensorBoard summaries (for throughput comparisons)")
+    add("--log-every", type=_nonneg_int, default=d.log_every,
+        help="TensorBoard training scalars every N steps; 0 = off")
+    add("--histogram-every", type=_nonneg_int, default=d.histogram_every,
+        help="weight, gradient and activation histograms every N epochs; 0 = off")
     add("--data-dir", default=d.data_dir, help="IDX files or mnist.npz; default: packaged copy")
     add("--logdir", default=d.logdir, help="parent directory of run directories")
     add("--run-name", default=d.run_name, help="run directory name; default: timestamp")

@@ -26,6 +26,7 @@ from mlp_core.pipeline import default_device, eval_dataset, steps_per_epoch
 from mlp_core.rundir import (CHECKPOINTS, METRICS, create_run_dir, default_run_name,
                             load_config, open_run_dir, write_json)
 from mlp_core.step import LossConfig, Trainer
+from mlp_core.summaries import TensorBoardObserver
 
 EVAL_BATCH = 1000
 DIVERGENCE_CHECK_EVERY = 16
@@ -130,7 +131,8 @@ def run_epochs(ctx: RunContext, ckpt: Checkpointer, observers: Sequence[Observer
 
 def default_observers(config: Config) -> list[Observer]:
     """The side jobs every training run gets."""
-    return [ExportObserver()]
+    summaries = [TensorBoardObserver(config.log_every, config.histogram_every)] if config.summaries else []
+    return [*summaries, ExportObserver()]
 
 
 def build_context(config: Config, device: str | None = "auto", resume: bool = False) -> RunContext:

@@ -1,0 +1,134 @@
+"""TensorBoard summaries, read back with TensorBoard's own loader and served by the real server."""
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from conftest import tiny_config
+from mlp_core.loop import default_observers, train_and_evaluate
+
+STEPS_PER_EPOCH, EPOCHS, LOG_EVERY = 16, 2, 4
+TRAIN_SCALARS = {"loss", "accuracy", "grad_norm", "learning_rate", "examples_per_sec"}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    config = tiny_config(tmp_path_factory.mktemp("tb"), epochs=EPOCHS, log_every=LOG_EVERY)
+    return Path(train_and_evaluate(config)["run_dir"])
+
+
+def load(directory: Path) -> EventAccumulator:
+    return EventAccumulator(str(directory), size_guidance={"scalars": 0, "histograms": 0,
+                                                           "images": 0, "tensors": 0}).Reload()
+
+
+def scalar(acc: EventAccumulator, tag: str) -> list[tuple[int, float]]:
+    """Scalars written by tf.summary (v2) are stored as tensors."""
+    return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+
+
+def test_training_scalars_every_n_steps_and_curves_that_overlay(run_dir):
+    train, validation, test = (load(run_dir / name) for name in ("train", "validation", "test"))
+    assert TRAIN_SCALARS <= set(train.Tags()["tensors"])
+    steps = [step for step, _ in scalar(train, "loss")]
+    assert steps == list(range(LOG_EVERY, STEPS_PER_EPOCH * EPOCHS + 1, LOG_EVERY))
+    losses = [value for _, value in scalar(train, "loss")]
+    assert losses[-1] < losses[0]
+    rates = [value for _, value in scalar(train, "learning_rate")]
+    assert rates[0] < max(rates) and rates[-1] < max(rates)  # warm-up, then cosine decay
+    assert [s for s, _ in scalar(validation, "accuracy")] == [16, 32]
+    assert [s for s, _ in scalar(validation, "loss")] == [16, 32]
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert scalar(test, "accuracy") == [(32, pytest.approx(metrics["test_accuracy"]))]
+
+
+def test_histograms_of_weights_gradients_and_activations_each_epoch(run_dir):
+    train = load(run_dir / "train")
+    tags = set(train.Tags()["histograms"]) | set(train.Tags()["tensors"])
+    layers = ["mlp/dense_0", "mlp/dense_1", "mlp/logits"]
+    expected = {f"{kind}/{layer}/{var}" for kind in ("weights", "gradients") for layer in layers
+                for var in ("kernel", "bias")} | {"activations/hidden_0", "activations/hidden_1"}
+    assert expected <= tags
+    events = train.Tensors("weights/mlp/dense_0/kernel")
+    assert [e.step for e in events] == [16, 32]
+    buckets = tf.make_ndarray(events[-1].tensor_proto)  # rows of (left, right, count)
+    assert buckets.shape[1] == 3 and buckets[:, 2].sum() == 784 * 64
+    activations = tf.make_ndarray(train.Tensors("activations/hidden_1")[-1].tensor_proto)
+    assert activations[:, 2].sum() == 500 * 32  # the fixed validation batch through 32 units
+
+
+def test_images_have_the_figure_sizes(run_dir):
+    validation, train = load(run_dir / "validation"), load(run_dir / "train")
+    sizes = {}
+    for acc, tag in [(validation, "misclassified"), (validation, "confusion_matrix"),
+                     (train, "sample_inputs")]:
+        events = acc.Tensors(tag)
+        assert [e.step for e in events] == ([0] if tag == "sample_inputs" else [16, 32])
+        width, height, png = tf.make_ndarray(events[-1].tensor_proto)
+        decoded = tf.io.decode_png(png)
+        assert (int(width), int(height)) == (decoded.shape[1], decoded.shape[0])
+        sizes[tag] = decoded.shape[:2]
+    assert sizes["misclassified"] == (5 * 155, 5 * 130)  # 5x5 digits of 1.3 in at 100 dpi
+    assert sizes["confusion_matrix"] == (460, 520)
+
+
+def test_config_text_and_hparams_describe_the_run(run_dir):
+    root = load(run_dir)
+    assert "config" in root.Tags()["tensors"]
+    text = tf.make_ndarray(root.Tensors("config")[0].tensor_proto).item().decode()
+    assert '"hidden": [\n    64,\n    32\n  ]' in text
+    assert "_hparams_/session_start_info" in root.Tags()["tensors"]
+    assert "_hparams_/experiment" in root.Tags()["tensors"]
+
+
+def test_no_summaries_switches_the_observer_off(tmp_path):
+    assert not any(type(o).__name__ == "TensorBoardObserver"
+                   for o in default_observers(tiny_config(tmp_path, summaries=False)))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str):
+    with urllib.request.urlopen(url, timeout=5) as response:
+        return json.loads(response.read())
+
+
+def test_tensorboard_server_serves_the_tags(run_dir):
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir",
+                               str(run_dir.parent), "--host", "127.0.0.1", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}/data/plugin"
+    try:
+        deadline, tags = time.monotonic() + 90, {}
+        while time.monotonic() < deadline:
+            try:
+                tags = {kind: get_json(f"{base}/{kind}/tags")
+                        for kind in ("scalars", "histograms", "images")}
+                if f"{run_dir.name}/train" in tags["images"]:
+                    break
+            except OSError:
+                pass
+            time.sleep(0.5)
+        train = f"{run_dir.name}/train"
+        assert TRAIN_SCALARS <= set(tags["scalars"][train])
+        assert {"accuracy", "loss"} <= set(tags["scalars"][f"{run_dir.name}/validation"])
+        assert "weights/mlp/dense_0/kernel" in tags["histograms"][train]
+        assert "misclassified" in tags["images"][f"{run_dir.name}/validation"]
+        assert "sample_inputs" in tags["images"][train]
+    finally:
+        server.kill()
+        server.wait(timeout=30)
