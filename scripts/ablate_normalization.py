@@ -1,0 +1,34 @@
+"""Train the same model and seed with and without input normalization, and compare.
+
+    python scripts/ablate_normalization.py                    # the default config, both ways
+    python scripts/ablate_normalization.py --epochs 5 --prefix quick
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mlp_core.config import add_config_flags, config_from_args  # noqa: E402
+from mlp_core.errors import run_main  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_flags(parser)
+    parser.add_argument("--prefix", default="ablate-normalization", help="run name prefix")
+    args = parser.parse_args(argv)
+    if not args.normalize:
+        parser.error("--no-normalize: the experiment trains both ways itself")
+    from mlp_core.ablation import ablate_normalization
+    numbers = ablate_normalization(config_from_args(args), args.prefix)
+    for name in ("normalized", "raw"):
+        n = numbers[name]
+        accuracy = f"{100 * n['test_accuracy']:.2f} %" if n["test_accuracy"] is not None else "none"
+        print(f"{name:>10}: status {n['status']}, test accuracy {accuracy}, run {n['run_dir']}")
+    print(f"comparison: {numbers['out']}/comparison.png, comparison.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,29 @@
+"""Study a trained run's mistakes on the test set; writes logs/<run>/analysis/.
+
+    python scripts/analyze.py --run logs/<run>
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mlp_core.errors import run_main  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--run", required=True, type=Path, help="run directory, e.g. logs/<run>")
+    args = parser.parse_args(argv)
+    from mlp_core.analysis import ANALYSIS, analyze_run
+    numbers = analyze_run(args.run)
+    rate = numbers["per_digit_error_rate"][numbers["hardest_digit"]]
+    print(f"{numbers['misclassified_count']} of {numbers['test_images']:,} test images misclassified; "
+          f"hardest digit {numbers['hardest_digit']} ({100 * rate:.2f} % wrong); top confusions "
+          + ", ".join(f"{c['true']}->{c['predicted']} ({c['count']})" for c in numbers["top_confusions"][:3]))
+    print(f"report: {args.run / ANALYSIS / 'report.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))

@@ -1,0 +1,29 @@
+"""Explore MNIST: counts, shapes, dtypes, labels, pixel statistics, class balance, first 25 images.
+
+    python scripts/explore.py                 # prints the numbers, writes logs/explore/
+    python scripts/explore.py --out DIR --data-dir ../shared/data/mnist
+"""
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mlp_core.errors import run_main  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path("logs/explore"), help="output directory")
+    parser.add_argument("--data-dir", help="IDX files or mnist.npz; default: packaged copy")
+    args = parser.parse_args(argv)
+    from mlp_core.data import load_mnist
+    from mlp_core.explore import explore, report
+    stats = explore(load_mnist(args.data_dir), args.out)
+    print(report(stats))
+    print(f"wrote {args.out}/first25.png, class_balance.png, explore.json")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
