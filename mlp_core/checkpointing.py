@@ -51,12 +51,15 @@ class Checkpointer:
         self._progress = dict(model=trainer.model, optimizer=trainer.optimizer,
                               train_metrics=trainer.train_metrics, global_step=trainer.global_step,
                               state=self.state)
+        if trainer.loss_scale is not None:
+            self._progress["loss_scale"] = trainer.loss_scale
         if resume:
             self._restore_progress()
         self._prior_seconds = float(self.state.elapsed.numpy())
         # A host pipeline's iterator serializes (device-prefetching and distributed ones cannot).
-        self._saves_iterator = ctx.device is None and not trainer.distributed
-        self.batches = self._open_batches(resume)
+        on_device = trainer.device_data is not None  # no iterator: batches come from the step number
+        self._saves_iterator = ctx.device is None and not trainer.distributed and not on_device
+        self.batches = None if on_device else self._open_batches(resume)
         saved = dict(self._progress)
         if self._saves_iterator:
             saved["iterator"] = self.batches
@@ -89,6 +92,11 @@ class Checkpointer:
         """Continue from the latest checkpoint; a run stopped before its first one starts afresh."""
         if self.latest is not None:
             tf.train.Checkpoint(**self._progress).read(self.latest).expect_partial()
+
+    def start_epoch(self, epoch: int) -> None:
+        """Device-resident data draws the order of epoch `epoch` (1-based) for its in-graph batches."""
+        if self.ctx.trainer.device_data is not None:
+            self.ctx.trainer.device_data.set_epoch(epoch - 1)
 
     def _open_batches(self, resume: bool) -> Iterator:
         """Host pipelines restore their saved iterator; others are rebuilt at the saved step."""

@@ -18,6 +18,7 @@ INITIALIZERS = ("he_uniform", "glorot_uniform", "he_normal", "glorot_normal")
 OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
 STRATEGIES = ("default", "mirrored", "multi_worker")
+PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 
 
 @dataclass(frozen=True)
@@ -52,6 +53,11 @@ class Config:
     run_name: str | None = None
     strategy: str = "default"
     logical_cpus: int = 0
+    # Fast paths; None / 0 / "auto" = the fastest correct choice for the device (see loop.py).
+    jit_compile: bool | None = None
+    steps_per_call: int = 0
+    data_on_device: bool | None = None
+    precision: str = "auto"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -161,6 +167,14 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: Config = Config(
         help="TensorBoard training scalars every N steps; 0 = off")
     add("--histogram-every", type=_nonneg_int, default=d.histogram_every,
         help="weight, gradient and activation histograms every N epochs; 0 = off")
+    add("--jit", dest="jit_compile", action=argparse.BooleanOptionalAction, default=d.jit_compile,
+        help="compile the step with XLA (default: the device's fastest)")
+    add("--steps-per-call", type=_nonneg_int, default=d.steps_per_call,
+        help="training steps per compiled call; 0 = the device's fastest")
+    add("--data-on-device", action=argparse.BooleanOptionalAction, default=d.data_on_device,
+        help="hold the training set on the device and draw batches in-graph")
+    add("--precision", choices=PRECISIONS, default=d.precision,
+        help="mixed_* compute in half precision with float32 weights")
     add("--data-dir", default=d.data_dir, help="IDX files or mnist.npz; default: packaged copy")
     add("--logdir", default=d.logdir, help="parent directory of run directories")
     add("--run-name", default=d.run_name, help="run directory name; default: timestamp")

@@ -30,7 +30,8 @@ class RunContext:
 
 
 class Observer:
-    """Base class: override the hooks you need. `step` counts train steps from 1 over the run."""
+    """Base class: override the hooks you need. `step` counts train steps from 1 over the run;
+    with several steps per compiled call, `on_step_end` sees the last step of each call."""
 
     def on_run_begin(self, ctx: RunContext) -> None:
         pass

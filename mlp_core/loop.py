@@ -6,6 +6,7 @@ every few steps, and at epoch ends.
 """
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import Sequence
@@ -13,6 +14,7 @@ from typing import Sequence
 import tensorflow as tf
 
 from mlp_core import data as mnist
+from mlp_core import fastpaths
 from mlp_core.config import Config, with_overrides
 from mlp_core.checkpointing import Checkpointer, GracefulStop
 from mlp_core.console import ProgressBar
@@ -22,7 +24,7 @@ from mlp_core.export import ExportObserver
 from mlp_core.hooks import Observer, RunContext
 from mlp_core.model import MLP
 from mlp_core.optim import make_optimizer, make_schedule
-from mlp_core.pipeline import default_device, eval_dataset, steps_per_epoch
+from mlp_core.pipeline import DeviceData, default_device, eval_dataset, steps_per_epoch
 from mlp_core.rundir import (CHECKPOINTS, METRICS, create_run_dir, default_run_name,
                             load_config, open_run_dir, write_json)
 from mlp_core.step import LossConfig, Trainer
@@ -42,15 +44,18 @@ def build_model(config: Config) -> MLP:
     return MLP(config.hidden, config.activation, config.dropout, config.initializer, config.seed)
 
 
-def build_trainer(config: Config, steps: int) -> Trainer:
-    """Model, schedule, optimizer and loss settings, all from the config."""
+def build_trainer(config: Config, steps: int, train: mnist.Split | None = None,
+                  device: str | None = None) -> Trainer:
+    """Model, schedule, optimizer, loss settings and fast paths, all from the config."""
     model = build_model(config)
     warmup = round(config.warmup_epochs * steps)
     schedule = make_schedule(config.schedule, config.lr, warmup, steps * config.epochs)
     optimizer = make_optimizer(config.optimizer, model.trainable_variables, schedule,
                                config.momentum, config.weight_decay)
-    loss = LossConfig(config.normalize, config.label_smoothing, config.l2, config.clip_norm)
-    return Trainer(model, optimizer, loss)
+    loss = LossConfig(config.normalize, config.label_smoothing, config.l2, config.clip_norm,
+                      "float32" if config.precision == "auto" else config.precision)
+    data = DeviceData(train, config.batch_size, config.seed, device) if config.data_on_device else None
+    return Trainer(model, optimizer, loss, bool(config.jit_compile), data)
 
 
 def load_splits(config: Config) -> tuple[mnist.Split, mnist.Split, mnist.Split]:
@@ -66,18 +71,25 @@ def load_splits(config: Config) -> tuple[mnist.Split, mnist.Split, mnist.Split]:
 
 def train_epoch(ctx: RunContext, ckpt: Checkpointer, epoch: int, observers: Sequence[Observer],
                 stop: GracefulStop) -> dict:
-    """Run epoch `epoch` from where the run stands (its start, or mid-epoch after a resume)."""
-    trainer, steps = ctx.trainer, ctx.steps_per_epoch
+    """Run epoch `epoch` from where the run stands (its start, or mid-epoch after a resume).
+
+    Steps run in calls of up to `steps_per_call`, aligned to multiples of it and never across an
+    epoch end; observers, checks and checkpoints happen between calls.
+    """
+    trainer, steps, per_call = ctx.trainer, ctx.steps_per_epoch, ctx.config.steps_per_call
     first, last = ckpt.step + 1, epoch * steps
     if first == (epoch - 1) * steps + 1:
         trainer.train_metrics.reset()
+    ckpt.start_epoch(epoch)
     bar = ProgressBar(epoch, ctx.config.epochs, steps, ctx.config.batch_size, done=first - 1 - (epoch - 1) * steps)
-    start = time.perf_counter()
-    for step in range(first, last + 1):
-        outputs = trainer.train_step(*next(ckpt.batches))
+    start, step = time.perf_counter(), first - 1
+    while step < last:
+        count = min(per_call - step % per_call, last - step)
+        outputs = trainer.train_steps(ckpt.batches, count)
+        step += count
         for observer in observers:
             observer.on_step_end(ctx, step, outputs)
-        between_steps(ctx, ckpt, step, stop)
+        between_steps(ctx, ckpt, step, count, stop)
         if bar.due():
             bar.draw(step - (epoch - 1) * steps, **trainer.train_metrics.result())
     result = trainer.train_metrics.result()  # reading the sums waits for the device
@@ -88,11 +100,16 @@ def train_epoch(ctx: RunContext, ckpt: Checkpointer, epoch: int, observers: Sequ
             "examples_per_sec": (last - first + 1) * ctx.config.batch_size / max(seconds, 1e-9)}
 
 
-def between_steps(ctx: RunContext, ckpt: Checkpointer, step: int, stop: GracefulStop) -> None:
+def crossed(step: int, count: int, every: int) -> bool:
+    """Whether the last `count` steps, ending at `step`, passed a multiple of `every`."""
+    return every > 0 and step // every > (step - count) // every
+
+
+def between_steps(ctx: RunContext, ckpt: Checkpointer, step: int, count: int,
+                  stop: GracefulStop) -> None:
     """Divergence checks, periodic checkpoints and signal stops, all outside the compiled step."""
-    every = ctx.config.checkpoint_every
-    save = every > 0 and step % every == 0 and step % ctx.steps_per_epoch != 0
-    if stop.signum is not None or save or step % DIVERGENCE_CHECK_EVERY == 0:
+    save = crossed(step, count, ctx.config.checkpoint_every) and step % ctx.steps_per_epoch != 0
+    if stop.signum is not None or save or crossed(step, count, DIVERGENCE_CHECK_EVERY):
         check_divergence(ctx, ckpt, step)
     if stop.signum is not None:
         ckpt.save()
@@ -143,6 +160,7 @@ def build_context(config: Config, device: str | None = "auto", resume: bool = Fa
     """
     strategy = make_strategy(config)
     device = default_device() if device == "auto" else device
+    config = fastpaths.resolve(config, device)
     set_determinism(config.seed)
     train, val, test = load_splits(config)
     if config.run_name is None:
@@ -153,7 +171,7 @@ def build_context(config: Config, device: str | None = "auto", resume: bool = Fa
         run_dir = Path(config.logdir) / config.run_name
     steps = steps_per_epoch(train, config.batch_size)
     with strategy.scope():
-        trainer = build_trainer(config, steps)
+        trainer = build_trainer(config, steps, train, device)
     return RunContext(config, run_dir, trainer, train, val, test, steps, device)
 
 
@@ -166,6 +184,8 @@ def train_and_evaluate(config: Config, device: str | None = "auto",
     """
     ctx = build_context(config, device, resume)
     chief = is_chief(ctx.trainer.strategy)
+    if chief:
+        print(f"{fastpaths.describe(ctx.config)} (device: {ctx.device or 'CPU'})", file=sys.stderr)
     if observers is None:
         observers = default_observers(config) if chief else []
     ckpt = Checkpointer(ctx, resume)

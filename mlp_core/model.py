@@ -42,7 +42,8 @@ class Dense(tf.Module):
             self.bias = tf.Variable(tf.zeros([fan_out], dtype=dtype), name="bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        return self.activation(tf.matmul(x, self.kernel) + self.bias)
+        """Computes in x's dtype: float32 weights are cast for mixed precision (a no-op otherwise)."""
+        return self.activation(tf.matmul(x, tf.cast(self.kernel, x.dtype)) + tf.cast(self.bias, x.dtype))
 
 
 class MLP(tf.Module):
@@ -81,7 +82,7 @@ class MLP(tf.Module):
     def _dropout(self, x: tf.Tensor, training: bool) -> tf.Tensor:
         if not training or self.dropout == 0.0:
             return x
-        keep = self.dropout_rng.uniform(tf.shape(x), dtype=x.dtype) >= self.dropout
+        keep = self.dropout_rng.uniform(tf.shape(x)) >= self.dropout
         return tf.where(keep, x / (1.0 - self.dropout), tf.zeros_like(x))
 
     @property

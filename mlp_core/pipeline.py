@@ -45,15 +45,20 @@ def train_dataset(split: Split, batch_size: int, seed: int, device: str | None =
     steps, first, count = steps_per_epoch(split, batch_size), local_replicas.start, len(local_replicas)
 
     def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-        order = tf.random.experimental.stateless_shuffle(
-            tf.range(len(split), dtype=tf.int64), seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        slices = tf.reshape(order[:steps * batch_size], [steps, replicas, -1])[:, first:first + count]
+        order = epoch_order(len(split), steps * batch_size, seed, epoch)
+        slices = tf.reshape(order, [steps, replicas, -1])[:, first:first + count]
         return tf.data.Dataset.from_tensor_slices(tf.reshape(slices, [steps * count, -1]))
 
     ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches).skip(skip_batches * count)
     ds = ds.map(lambda index: flatten_and_one_hot(tf.gather(images, index), tf.gather(labels, index)),
                 num_parallel_calls=tf.data.AUTOTUNE)
     return _prefetch(ds, device)
+
+
+def epoch_order(size: int, length: int, seed: int, epoch) -> tf.Tensor:
+    """The first `length` indices of epoch `epoch`'s permutation of range(size): a pure function."""
+    seeds = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    return tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), seed=seeds)[:length]
 
 
 def eval_dataset(split: Split, batch_size: int, device: str | None = None) -> tf.data.Dataset:
@@ -71,3 +76,35 @@ def _prefetch(ds: tf.data.Dataset, device: str | None) -> tf.data.Dataset:
     if device is None:
         return ds.prefetch(tf.data.AUTOTUNE)
     return ds.apply(tf.data.experimental.prefetch_to_device(device))
+
+
+class DeviceData(tf.Module):
+    """The whole uint8 training split held on the device, batches drawn in-graph by position.
+
+    For small datasets this replaces the tf.data stream: no host-to-device copy per step and no
+    iterator, so a compiled loop can run many steps per call. Each epoch's order is the same
+    stateless permutation of (seed, epoch) that `train_dataset` uses, so both give the same batches.
+    """
+
+    def __init__(self, split: Split, batch_size: int, seed: int, device: str | None = None):
+        super().__init__(name="device_data")
+        self.batch_size, self.seed, self.size = batch_size, seed, len(split)
+        self.steps = steps_per_epoch(split, batch_size)
+        with tf.device(device or "/CPU:0"):
+            # Variables, not constants: XLA would otherwise compile the whole set into its program.
+            self.images = tf.Variable(split.images.reshape(len(split), FEATURES), trainable=False,
+                                      name="images")
+            self.labels = tf.Variable(split.labels, trainable=False, name="labels")
+            self.order = tf.Variable(tf.zeros([self.steps * batch_size], tf.int64), trainable=False,
+                                     name="epoch_order")
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw epoch `epoch`'s order (0-based), once per epoch, outside the compiled steps."""
+        self.order.assign(epoch_order(self.size, self.steps * self.batch_size, self.seed, epoch))
+
+    def batch(self, position: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Batch `position` (0-based within the epoch), in-graph."""
+        # A static size with a dynamic start, so XLA compiles one program for every position.
+        index = tf.slice(self.order, tf.reshape(tf.cast(position, tf.int64) * self.batch_size, [1]),
+                         [self.batch_size])
+        return flatten_and_one_hot(tf.gather(self.images, index), tf.gather(self.labels, index))

@@ -11,7 +11,7 @@ import tensorflow as tf
 
 from mlp_core.model import MLP
 from mlp_core.optim import Optimizer
-from mlp_core.pipeline import FEATURES
+from mlp_core.pipeline import FEATURES, DeviceData
 from mlp_core.data import NUM_CLASSES
 
 BATCH_SPEC = (tf.TensorSpec([None, FEATURES], tf.uint8, name="images"),
@@ -26,6 +26,10 @@ class LossConfig:
     label_smoothing: float = 0.0
     l2: float = 0.0
     clip_norm: float = 0.0
+    precision: str = "float32"
+
+
+COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16, "mixed_bfloat16": tf.bfloat16}
 
 
 def cross_entropy(logits: tf.Tensor, one_hot: tf.Tensor, label_smoothing: float = 0.0) -> tf.Tensor:
@@ -80,6 +84,28 @@ class RunningMetrics(tf.Module):
             var.assign(tf.zeros_like(var))
 
 
+class LossScale(tf.Module):
+    """Dynamic loss scaling for float16: halve the scale and skip the step when gradients overflow,
+    double it after `growth_interval` good steps, so small gradients do not flush to zero."""
+
+    def __init__(self, initial: float = 2.0 ** 15, growth_interval: int = 2000):
+        super().__init__(name="loss_scale")
+        self.growth_interval = growth_interval
+        with self.name_scope:
+            self.scale = tf.Variable(initial, trainable=False, name="scale")
+            self.good_steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="good_steps")
+
+    def update(self, finite: tf.Tensor) -> None:
+        if finite:
+            self.good_steps.assign_add(1)
+            if self.good_steps >= self.growth_interval:
+                self.scale.assign(self.scale * 2.0)
+                self.good_steps.assign(0)
+        else:
+            self.scale.assign(tf.maximum(self.scale / 2.0, 1.0))
+            self.good_steps.assign(0)
+
+
 class Trainer(tf.Module):
     """Holds the model, optimizer and metrics, and the two compiled steps that use them.
 
@@ -88,9 +114,13 @@ class Trainer(tf.Module):
     default strategy, where `strategy.run` is a plain call: one device, the same step.
     """
 
-    def __init__(self, model: MLP, optimizer: Optimizer, loss: LossConfig = LossConfig()):
+    def __init__(self, model: MLP, optimizer: Optimizer, loss: LossConfig = LossConfig(),
+                 jit_compile: bool = False, device_data: DeviceData | None = None):
         super().__init__(name="trainer")
         self.model, self.optimizer, self.loss = model, optimizer, loss
+        self.compute_dtype = COMPUTE_DTYPES[loss.precision]
+        self.loss_scale = LossScale() if loss.precision == "mixed_float16" else None
+        self.device_data = device_data
         self.train_metrics = RunningMetrics("train_metrics")
         self.eval_metrics = RunningMetrics("eval_metrics")
         # Set when a step saw a non-finite loss or gradient; that step's update was skipped.
@@ -100,13 +130,40 @@ class Trainer(tf.Module):
         self.strategy = tf.distribute.get_strategy()
         self.distributed = tf.distribute.has_strategy()
         # A strategy feeds PerReplica batches; their static per-replica shapes keep it to one trace.
-        self.train_step = tf.function(self._train_step,
+        self.train_step = tf.function(self._train_step, jit_compile=jit_compile or None,
                                       input_signature=None if self.distributed else BATCH_SPEC)
+        # K steps per call: a graph loop around the (maybe XLA-compiled) step, so Python dispatch
+        # is paid once per K steps.
+        self.train_loop = tf.function(self._train_loop)
+        self.device_loop = tf.function(self._device_loop,
+                                       input_signature=[tf.TensorSpec([], tf.int32, name="steps")])
         self.eval_step = tf.function(self._eval_step, input_signature=BATCH_SPEC)
 
+    def train_steps(self, batches, count: int) -> dict[str, tf.Tensor]:
+        """Run `count` steps in one call: from the on-device data, or from the batch iterator."""
+        if self.device_data is not None:
+            return self.device_loop(tf.constant(count, tf.int32))
+        if count == 1:
+            return self.train_step(*next(batches))
+        return self.train_loop(batches, tf.constant(count, tf.int32))
+
+    def _train_loop(self, batches, count: tf.Tensor) -> dict[str, tf.Tensor]:
+        outputs = _zero_outputs()
+        for _ in tf.range(count):
+            outputs = self.train_step(*next(batches))
+        return outputs
+
+    def _device_loop(self, count: tf.Tensor) -> dict[str, tf.Tensor]:
+        data, outputs = self.device_data, _zero_outputs()
+        for _ in tf.range(count):
+            outputs = self.train_step(*data.batch(self.global_step % data.steps))
+        return outputs
+
     def per_example_loss(self, images: tf.Tensor, one_hot: tf.Tensor, training: bool):
-        """Per-example losses and logits."""
-        logits = self.model(preprocess(images, self.loss.normalize), training=training)
+        """Per-example losses and float32 logits; training computes in the mixed-precision dtype."""
+        dtype = self.compute_dtype if training else tf.float32
+        logits = tf.cast(self.model(preprocess(images, self.loss.normalize, dtype), training=training),
+                         tf.float32)
         return cross_entropy(logits, one_hot, self.loss.label_smoothing), logits
 
     def replica_loss(self, losses: tf.Tensor) -> tf.Tensor:
@@ -131,16 +188,22 @@ class Trainer(tf.Module):
         with tf.GradientTape() as tape:
             losses, logits = self.per_example_loss(images, one_hot, training=True)
             share = self.replica_loss(losses)
+            scaled = share * self.loss_scale.scale if self.loss_scale else share
+        grads = tape.gradient(scaled, variables)
+        if self.loss_scale:
+            grads = [g / self.loss_scale.scale for g in grads]
         total, grads = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, (share, tape.gradient(share, variables)))
+            tf.distribute.ReduceOp.SUM, (share, grads))
         grad_norm = tf.linalg.global_norm(grads)
         if self.loss.clip_norm > 0:
             grads, _ = tf.clip_by_global_norm(grads, self.loss.clip_norm, use_norm=grad_norm)
         finite = tf.math.is_finite(total) & tf.math.is_finite(grad_norm)
         if finite:
             self.optimizer.apply(grads, variables)
-        else:
-            self.diverged.assign(True)
+        elif self.loss_scale is None or not tf.math.is_finite(total):
+            self.diverged.assign(True)  # with loss scaling, only a non-finite loss is divergence
+        if self.loss_scale:
+            self.loss_scale.update(finite)
         self.global_step.assign_add(1)
         accuracy = self.train_metrics.update(losses, logits, one_hot)
         return {"loss": total, "accuracy": accuracy, "grad_norm": grad_norm}
@@ -160,3 +223,8 @@ class Trainer(tf.Module):
         for images, one_hot in dataset:
             self.eval_step(images, one_hot)
         return self.eval_metrics.result()
+
+
+def _zero_outputs() -> dict[str, tf.Tensor]:
+    """Loop-carried step outputs before the first step of a multi-step call."""
+    return {"loss": tf.zeros([]), "accuracy": tf.zeros([]), "grad_norm": tf.zeros([])}

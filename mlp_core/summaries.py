@@ -49,8 +49,8 @@ class TensorBoardObserver(Observer):
             tf.summary.image("sample_inputs", png(digit_grid(ctx.train.images[:GRID], titles)))
 
     def on_step_end(self, ctx: RunContext, step: int, outputs: dict[str, tf.Tensor]) -> None:
-        if not self.log_every or step % self.log_every:
-            return
+        if not self.log_every or step // self.log_every == self.last_step // self.log_every:
+            return  # with several steps per call, log once a multiple of log_every is passed
         now = time.perf_counter()
         rate = (step - self.last_step) * ctx.config.batch_size / max(now - self.last_time, 1e-9)
         self.last_time, self.last_step = now, step

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from conftest import tiny_config
 from mlp_core.checkpointing import Checkpointer
+from mlp_core import fastpaths
 from mlp_core.config import Config
 from mlp_core.errors import UserError
 from mlp_core.hooks import Observer
@@ -61,9 +62,10 @@ def test_run_writes_config_metrics_and_a_restorable_model(tmp_path):
                 "train_examples_per_sec", "wall_seconds", "history"):
         assert key in saved
     assert saved["epochs"] == 2 and len(saved["history"]) == 2 and saved["status"] == "completed"
-    assert Config.from_dict(json.loads((run_dir / "config.json").read_text())) == config
+    resolved = fastpaths.resolve(config, None)  # config.json records the fast paths chosen
+    assert Config.from_dict(json.loads((run_dir / "config.json").read_text())) == resolved
     restored_config, model = load_trained_model(run_dir)
-    assert restored_config == config
+    assert restored_config == resolved and resolved.steps_per_call > 0
     images, labels = load_splits(config)[2].images, load_splits(config)[2].labels
     logits = model(tf.cast(images.reshape(-1, 784), tf.float32) / 255.0)
     accuracy = float(np.mean(np.argmax(logits, 1) == labels))
@@ -97,11 +99,14 @@ class Recorder(Observer):
         self.calls.append(("end", metrics["epochs"]))
 
 
-def test_observers_see_every_step_epoch_and_the_end(tmp_path):
+@pytest.mark.parametrize("per_call, expected", [(1, list(range(1, 9))), (3, [3, 4, 6, 8])])
+def test_observers_see_every_call_epoch_and_the_end(tmp_path, per_call, expected):
+    """Calls of several steps end at multiples of steps_per_call and never cross an epoch end."""
     recorder = Recorder()
-    train_and_evaluate(tiny_config(tmp_path, train_subset=256), observers=[recorder])
+    train_and_evaluate(tiny_config(tmp_path, train_subset=256, steps_per_call=per_call),
+                       observers=[recorder])
     steps = [c[1] for c in recorder.calls if c[0] == "step"]
-    assert recorder.calls[0] == ("begin", 4) and steps == list(range(1, 9))
-    assert ("step", 1, ["accuracy", "grad_norm", "loss"]) in recorder.calls
+    assert recorder.calls[0] == ("begin", 4) and steps == expected
+    assert ("step", expected[0], ["accuracy", "grad_norm", "loss"]) in recorder.calls
     assert [c for c in recorder.calls if c[0] in ("epoch", "end")] == [
         ("epoch", 1, True), ("epoch", 2, True), ("end", 2)]

@@ -105,6 +105,7 @@ def test_signal_saves_prints_how_to_resume_and_exits(tmp_path, signum):
 def test_diverging_run_stops_keeps_last_good_checkpoint_and_says_so(tmp_path):
     result = run_script("train.py", "--optimizer", "sgd", "--lr", "1e6", "--no-normalize",
                         "--hidden", "64", "--train-subset", "2048", "--checkpoint-every", "1",
+                        "--steps-per-call", "1",
                         "--logdir", str(tmp_path), "--run-name", "boom")
     assert_clean_error(result, "error: training diverged by step", "kept the last good checkpoint")
     assert result.returncode == 3
@@ -198,14 +199,20 @@ class CrashAt(Observer):
         self.step = step
 
     def on_step_end(self, ctx, step, outputs):
-        if step == self.step:
+        if step >= self.step:
             raise Crash
 
 
-@pytest.mark.parametrize("device", [None, "/CPU:0"])
-def test_resume_is_exact_on_host_and_device_prefetch_pipelines(tmp_path, device):
-    """The device path cannot checkpoint its iterator; it is rebuilt at the saved step instead."""
-    config = tiny_config(tmp_path, checkpoint_every=5, epochs=2)
+@pytest.mark.parametrize("device, fast", [
+    (None, dict(steps_per_call=1, data_on_device=False)),
+    ("/CPU:0", dict(steps_per_call=1, data_on_device=False)),
+    (None, dict(steps_per_call=3, data_on_device=False)),
+    (None, dict(steps_per_call=4, data_on_device=True, jit_compile=True)),
+])
+def test_resume_is_exact_on_every_input_path(tmp_path, device, fast):
+    """A device-prefetch iterator cannot be checkpointed and is rebuilt at the saved step; data on
+    the device needs no iterator; calls of several steps checkpoint when they pass a multiple."""
+    config = tiny_config(tmp_path, checkpoint_every=5, epochs=2, **fast)
     alone = train_and_evaluate(with_overrides(config, run_name="alone"), device, observers=[])
     crashed = with_overrides(config, run_name="crashed")
     with pytest.raises(Crash):

@@ -22,7 +22,8 @@ TRAIN_SCALARS = {"loss", "accuracy", "grad_norm", "learning_rate", "examples_per
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    config = tiny_config(tmp_path_factory.mktemp("tb"), epochs=EPOCHS, log_every=LOG_EVERY)
+    config = tiny_config(tmp_path_factory.mktemp("tb"), epochs=EPOCHS, log_every=LOG_EVERY,
+                         steps_per_call=2)  # calls of 2 steps still log at every 4th step
     return Path(train_and_evaluate(config)["run_dir"])
 
 

@@ -1,0 +1,52 @@
+"""Which fast paths a run uses: the flags' explicit choices, else the fastest correct ones measured.
+
+`None`, 0 and "auto" in the Config mean "pick for this device". The resolved values are what
+config.json records, so a resumed run keeps them.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from mlp_core.config import Config
+from mlp_core.errors import UserError
+
+# Measured on the 2-core CPU with scripts/benchmark.py (see README, Throughput). The GPU choice is
+# the usual one for an MLP this size and was NOT measured here (no GPU was available).
+CPU_DEFAULTS = dict(jit_compile=False, steps_per_call=16, data_on_device=True, precision="float32")
+GPU_DEFAULTS = dict(jit_compile=True, steps_per_call=16, data_on_device=True,
+                    precision="mixed_float16")
+PLAIN = dict(jit_compile=False, steps_per_call=1, data_on_device=False, precision="float32")
+
+
+def resolve(config: Config, device: str | None) -> Config:
+    """Fill in every automatic fast-path field for `device` (None: the host CPU)."""
+    if config.strategy != "default":
+        defaults = PLAIN  # tf.distribute runs the plain step; explicit choices are checked below
+    else:
+        defaults = GPU_DEFAULTS if device and "GPU" in device.upper() and _tensor_cores() else (
+            {**GPU_DEFAULTS, "precision": "float32"} if device and "GPU" in device.upper() else CPU_DEFAULTS)
+    auto = {"jit_compile": None, "steps_per_call": 0, "data_on_device": None, "precision": "auto"}
+    chosen = {key: defaults[key] if getattr(config, key) == empty else getattr(config, key)
+              for key, empty in auto.items()}
+    resolved = dataclasses.replace(config, **chosen)
+    if resolved.strategy != "default" and (resolved.data_on_device or resolved.steps_per_call > 1):
+        raise UserError(f"--data-on-device and --steps-per-call > 1 work with --strategy default only, "
+                        f"not {resolved.strategy}")
+    return resolved
+
+
+def describe(config: Config) -> str:
+    """One line for the console: which fast paths this run uses."""
+    return (f"fast paths: XLA {'on' if config.jit_compile else 'off'}, "
+            f"{config.steps_per_call} step{'s' if config.steps_per_call > 1 else ''} per call, "
+            f"data {'on the device' if config.data_on_device else 'from tf.data'}, "
+            f"{config.precision}")
+
+
+def _tensor_cores() -> bool:
+    """float16 pays off on GPUs with compute capability >= 7.0 (tensor cores)."""
+    gpus = tf.config.list_physical_devices("GPU")
+    details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
+    return details.get("compute_capability", (0, 0)) >= (7, 0)
