@@ -120,7 +120,7 @@ class Trainer(tf.Module):
         self.model, self.optimizer, self.loss = model, optimizer, loss
         self.compute_dtype = COMPUTE_DTYPES[loss.precision]
         self.loss_scale = LossScale() if loss.precision == "mixed_float16" else None
-        self.device_data = device_data
+        self.device_data, self.jit_compile = device_data, jit_compile
         self.train_metrics = RunningMetrics("train_metrics")
         self.eval_metrics = RunningMetrics("eval_metrics")
         # Set when a step saw a non-finite loss or gradient; that step's update was skipped.
@@ -147,16 +147,22 @@ class Trainer(tf.Module):
             return self.train_step(*next(batches))
         return self.train_loop(batches, tf.constant(count, tf.int32))
 
+    def _loop_step(self):
+        """The step a multi-step loop runs: inlined into the loop's graph (a nested call per step
+        costs more than the step at batch 128), or the XLA-compiled step (XLA compiles a whole
+        loop of steps into a program that is slower on CPU than the loop around compiled steps)."""
+        return self.train_step if self.jit_compile else self._train_step
+
     def _train_loop(self, batches, count: tf.Tensor) -> dict[str, tf.Tensor]:
-        outputs = _zero_outputs()
+        step, outputs = self._loop_step(), _zero_outputs()
         for _ in tf.range(count):
-            outputs = self.train_step(*next(batches))
+            outputs = step(*next(batches))
         return outputs
 
     def _device_loop(self, count: tf.Tensor) -> dict[str, tf.Tensor]:
-        data, outputs = self.device_data, _zero_outputs()
+        step, data, outputs = self._loop_step(), self.device_data, _zero_outputs()
         for _ in tf.range(count):
-            outputs = self.train_step(*data.batch(self.global_step % data.steps))
+            outputs = step(*data.batch(self.global_step % data.steps))
         return outputs
 
     def per_example_loss(self, images: tf.Tensor, one_hot: tf.Tensor, training: bool):
