@@ -1,7 +1,8 @@
-"""One entry point for a fresh machine: set up a virtual environment, then train or test.
+"""One entry point for a fresh machine: set up a virtual environment, then run the mission or test.
 
-    python3 run.py train [train.py flags...]   # set up, then train the default configuration
-    python3 run.py test  [pytest flags...]     # set up, then run the test suite
+    python3 run.py mission [train.py flags...] # set up, explore, train the default MLP, analyze it
+    python3 run.py train   [train.py flags...] # set up, then only train
+    python3 run.py test    [pytest flags...]   # set up, then run the test suite
 
 Set-up (a `.venv/` beside this file with the package installed in editable mode) happens once and
 is repeated only when pyproject.toml changes.
@@ -17,7 +18,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 STAMP = VENV / ".mlp_core-installed"
-COMMANDS = {"train": ["scripts/train.py"], "test": ["-m", "pytest"]}
+COMMANDS = {"mission": ["scripts/mission.py"], "train": ["scripts/train.py"], "test": ["-m", "pytest"]}
 
 
 def set_up() -> None:

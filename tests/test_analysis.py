@@ -105,3 +105,13 @@ def test_normalization_experiment_writes_both_runs_and_the_comparison(tmp_path):
     assert saved["raw"]["run_dir"].endswith("ab-raw")
     assert json.loads((tmp_path / "logs" / "ab-raw" / "config.json").read_text())["normalize"] is False
     assert png_size(tmp_path / "logs" / "ab-comparison" / "comparison.png") == (1000, 380)
+
+
+def test_mission_explores_trains_and_analyzes(tmp_path):
+    result = run_script("mission.py", "--epochs", "1", "--train-subset", "1024", "--hidden", "32",
+                        "--logdir", str(tmp_path), "--run-name", "m")
+    assert result.returncode == 0, result.stderr
+    assert "per-label counts [5923, 6742" in result.stdout and "test accuracy" in result.stdout
+    for path in ("explore/explore.json", "m/metrics.json", "m/saved_model/saved_model.pb",
+                 "m/analysis/report.md"):
+        assert (tmp_path / path).is_file(), path

@@ -28,15 +28,21 @@ def _without_timing(value):
     return value
 
 
-def test_steps_trace_once_and_loss_falls_by_more_than_half(tmp_path):
-    ctx = build_context(tiny_config(tmp_path, epochs=3, train_subset=2048, val_size=500), None)
+@pytest.mark.parametrize("fast, compiled", [
+    (dict(steps_per_call=1, data_on_device=False), "train_step"),
+    (dict(steps_per_call=5, data_on_device=False), "train_loop"),  # calls of 5, 3 and 2 steps
+    (dict(steps_per_call=16, data_on_device=True), "device_loop"),
+])
+def test_steps_trace_once_and_loss_falls_by_more_than_half(tmp_path, fast, compiled):
+    config = tiny_config(tmp_path, epochs=3, train_subset=2048, val_size=500, **fast)
+    ctx = build_context(config, None)
     trainer = ctx.trainer
     before = trainer.evaluate(eval_dataset(ctx.train, 300))
     history = run_epochs(ctx, Checkpointer(ctx))
     after = trainer.evaluate(eval_dataset(ctx.train, 300))  # 300 leaves a smaller last batch
     assert after["loss"] < 0.5 * before["loss"]
     assert history[-1]["val_accuracy"] > 0.8
-    assert trainer.train_step.experimental_get_tracing_count() == 1
+    assert getattr(trainer, compiled).experimental_get_tracing_count() == 1
     assert trainer.eval_step.experimental_get_tracing_count() == 1
 
 
