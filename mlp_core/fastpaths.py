@@ -21,20 +21,26 @@ PLAIN = dict(jit_compile=False, steps_per_call=1, data_on_device=False, precisio
 
 
 def resolve(config: Config, device: str | None) -> Config:
-    """Fill in every automatic fast-path field for `device` (None: the host CPU)."""
-    if config.strategy != "default":
-        defaults = PLAIN  # tf.distribute runs the plain step; explicit choices are checked below
-    else:
-        defaults = GPU_DEFAULTS if device and "GPU" in device.upper() and _tensor_cores() else (
-            {**GPU_DEFAULTS, "precision": "float32"} if device and "GPU" in device.upper() else CPU_DEFAULTS)
+    """Fill in every automatic fast-path field for `device` (None: the host CPU).
+
+    Under tf.distribute the plain step runs; explicit choices it cannot honour are an error.
+    """
+    defaults = device_defaults(device) if config.strategy == "default" else PLAIN
     auto = {"jit_compile": None, "steps_per_call": 0, "data_on_device": None, "precision": "auto"}
     chosen = {key: defaults[key] if getattr(config, key) == empty else getattr(config, key)
               for key, empty in auto.items()}
     resolved = dataclasses.replace(config, **chosen)
-    if resolved.strategy != "default" and (resolved.data_on_device or resolved.steps_per_call > 1):
-        raise UserError(f"--data-on-device and --steps-per-call > 1 work with --strategy default only, "
-                        f"not {resolved.strategy}")
+    if resolved.strategy != "default" and any(getattr(resolved, k) != v for k, v in PLAIN.items()):
+        raise UserError(f"the fast paths (--jit, --steps-per-call > 1, --data-on-device, --precision "
+                        f"mixed_*) work with --strategy default only, not {resolved.strategy}")
     return resolved
+
+
+def device_defaults(device: str | None) -> dict:
+    """The measured CPU choice, or the GPU choice (float16 only with tensor cores)."""
+    if not device or "GPU" not in device.upper():
+        return CPU_DEFAULTS
+    return GPU_DEFAULTS if _tensor_cores() else {**GPU_DEFAULTS, "precision": "float32"}
 
 
 def describe(config: Config) -> str:

@@ -76,7 +76,7 @@ def test_automatic_choices_and_explicit_ones(tmp_path):
     assert {k: getattr(auto, k) for k in PLAIN} == fastpaths.CPU_DEFAULTS
     explicit = fastpaths.resolve(tiny_config(tmp_path, steps_per_call=3, jit_compile=True), None)
     assert (explicit.steps_per_call, explicit.jit_compile) == (3, True)
-    with pytest.raises(UserError, match="--strategy default only"):
+    with pytest.raises(UserError, match="work with --strategy default only, not mirrored"):
         fastpaths.resolve(tiny_config(tmp_path, strategy="mirrored", data_on_device=True), None)
     assert fastpaths.resolve(with_overrides(auto, strategy="mirrored", data_on_device=False,
                                             steps_per_call=1), None).steps_per_call == 1
