@@ -41,7 +41,8 @@ class TensorBoardObserver(Observer):
         self.monitor = ctx.val if len(ctx.val) else ctx.test
         self.fixed = flatten_and_one_hot(self.monitor.images[:FIXED_BATCH],
                                          self.monitor.labels[:FIXED_BATCH])
-        self.last_time, self.last_step = time.perf_counter(), int(ctx.trainer.global_step.numpy())
+        self.last_step = int(ctx.trainer.global_step.numpy())
+        self.rate_from = (time.perf_counter(), self.last_step)  # examples/s is measured from here
         with tf.summary.create_file_writer(str(ctx.run_dir)).as_default(step=0):
             write_run_description(ctx.config)
         with self.writers["train"].as_default(step=0):
@@ -51,9 +52,9 @@ class TensorBoardObserver(Observer):
     def on_step_end(self, ctx: RunContext, step: int, outputs: dict[str, tf.Tensor]) -> None:
         if not self.log_every or step // self.log_every == self.last_step // self.log_every:
             return  # with several steps per call, log once a multiple of log_every is passed
-        now = time.perf_counter()
-        rate = (step - self.last_step) * ctx.config.batch_size / max(now - self.last_time, 1e-9)
-        self.last_time, self.last_step = now, step
+        now, (since, from_step) = time.perf_counter(), self.rate_from
+        rate = (step - from_step) * ctx.config.batch_size / max(now - since, 1e-9)
+        self.rate_from, self.last_step = (now, step), step
         with self.writers["train"].as_default(step=step):
             for key in ("loss", "accuracy", "grad_norm"):
                 tf.summary.scalar(key, outputs[key])
@@ -72,7 +73,7 @@ class TensorBoardObserver(Observer):
                 self._histograms(ctx)
         for writer in self.writers.values():
             writer.flush()
-        self.last_time = time.perf_counter()  # validation and summaries are not training time
+        self.rate_from = (time.perf_counter(), step)  # validation and summaries are not training
 
     def on_run_end(self, ctx: RunContext, metrics: dict) -> None:
         with self.writers["test"].as_default(step=ctx.config.epochs * ctx.steps_per_epoch):
