@@ -17,8 +17,9 @@ KERAS = {
 }
 
 
+@pytest.mark.parametrize("fused", [True, False], ids=["fused", "reference"])
 @pytest.mark.parametrize("name", sorted(KERAS))
-def test_matches_keras_after_ten_steps(name):
+def test_matches_keras_after_ten_steps(name, fused):
     rng = np.random.default_rng(0)
     shapes = {"kernel": (6, 4), "bias": (4,)}
     start = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
@@ -26,7 +27,8 @@ def test_matches_keras_after_ten_steps(name):
     ours_vars = [tf.Variable(start[k], name=k) for k in shapes]
     keras_vars = [keras.Variable(start[k], name=k) for k in shapes]
     lr, wd = 0.01, 0.1
-    ours = make_optimizer(name, ours_vars, Constant(lr), momentum=0.9, weight_decay=wd)
+    ours = make_optimizer(name, ours_vars, Constant(lr), momentum=0.9, weight_decay=wd,
+                          fused=fused)
     theirs = KERAS[name](lr, wd)
     if name == "adamw":
         theirs.exclude_from_weight_decay(var_names=["bias"])  # ours decays matrices only
