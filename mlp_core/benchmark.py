@@ -1,9 +1,9 @@
 """Training throughput of every fast path against Keras `model.fit`, and against the hardware limit.
 
-Each measurement builds the reference MLP (784-512-256-10, ReLU, Adam 1e-3, no dropout), runs
-warm-up steps (tracing, XLA compilation, caches), synchronizes by reading a result (`.numpy()`),
-then times many steps and synchronizes again before reading the clock; the median of three timings
-is reported.
+Each variant builds the reference MLP (784-512-256-10, ReLU, Adam 1e-3, no dropout) and runs
+warm-up steps (tracing, XLA compilation, caches). Then the variants are timed in turns, a few rounds
+of many steps each, synchronizing (`.numpy()`) before reading the clock; each variant's median is
+reported. Taking turns spreads the bursts of a shared machine's noise over all variants alike.
 """
 from __future__ import annotations
 
@@ -16,6 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from mlp_core import fastpaths
 from mlp_core.config import Config
 from mlp_core.data import Split
 from mlp_core.errors import UserError
@@ -29,12 +30,15 @@ REFERENCE = Config(hidden=(512, 256), activation="relu", dropout=0.0, optimizer=
                    schedule="constant", weight_decay=0.0, precision="float32", jit_compile=False,
                    steps_per_call=1, data_on_device=False, summaries=False)
 BEST = dict(steps_per_call=16, data_on_device=True)
+ROUNDS = 5
 VARIANTS = {
     "plain": {}, "xla": dict(jit_compile=True), "steps_per_call": dict(steps_per_call=16),
-    "data_on_device": dict(data_on_device=True), "best": BEST,
-    "best_xla": dict(BEST, jit_compile=True), "best_summaries": dict(BEST, summaries=True),
+    "data_on_device": dict(data_on_device=True), "best_float32": BEST,
+    "best_xla": dict(BEST, jit_compile=True),
     "mixed_bfloat16": dict(BEST, precision="mixed_bfloat16"),
     "mixed_float16": dict(BEST, precision="mixed_float16"),
+    # What train.py picks on the device (fastpaths.device_defaults), without and with summaries.
+    "best": {}, "best_summaries": dict(summaries=True),
 }
 
 
@@ -57,8 +61,16 @@ def matmul_rate(device: str, n: int = 2048, repeats: int = 20) -> float:
     return 2 * n ** 3 * repeats / (time.perf_counter() - start)
 
 
-def custom_rate(config: Config, train: Split, device: str | None, steps: int, warmup: int) -> float:
-    """Examples/s of our loop with `config`'s fast paths (and summaries, if on)."""
+def variant_config(name: str, batch_size: int, device: str | None) -> Config:
+    """The reference config with variant `name`'s fast paths; "best*" start from the device's."""
+    base = dataclasses.replace(REFERENCE, batch_size=batch_size)
+    if name in ("best", "best_summaries"):
+        base = dataclasses.replace(base, **fastpaths.device_defaults(device))
+    return dataclasses.replace(base, **VARIANTS[name])
+
+
+def warmed_up(config: Config, train: Split, device: str | None, warmup: int):
+    """A function running n steps of our loop with `config`'s fast paths, already warmed up."""
     trainer = build_trainer(config, steps_per_epoch(train, config.batch_size), train, device)
     batches = None if config.data_on_device else iter(
         train_dataset(train, config.batch_size, config.seed, device))
@@ -67,17 +79,20 @@ def custom_rate(config: Config, train: Split, device: str | None, steps: int, wa
     observers = _summary_observers(config, trainer, train, device)
     run = _stepper(trainer, batches, config.steps_per_call, observers)
     run(warmup)
-    return median_rate(lambda: run(steps), steps * config.batch_size)
+    return run
 
 
-def median_rate(work, examples: int, repeats: int = 3) -> float:
-    """Examples/s of `work` (which ends synchronized), the median of a few timings."""
-    rates = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        work()
-        rates.append(examples / (time.perf_counter() - start))
-    return float(np.median(rates))
+def custom_rates(configs: dict[str, Config], train: Split, device: str | None, steps: int,
+                 warmup: int, rounds: int = ROUNDS) -> dict[str, float]:
+    """Median examples/s of each config over `rounds` turns of `steps` steps."""
+    runs = {name: warmed_up(config, train, device, warmup) for name, config in configs.items()}
+    rates = {name: [] for name in runs}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run(steps)  # ends synchronized
+            rates[name].append(steps * configs[name].batch_size / (time.perf_counter() - start))
+    return {name: float(np.median(values)) for name, values in rates.items()}
 
 
 def _stepper(trainer, batches, per_call: int, observers: list):
@@ -125,13 +140,13 @@ class EpochTimer(keras.callbacks.Callback):
 def keras_rate(config: Config, train: Split, steps: int) -> float:
     """Steady-state examples/s of `model.fit` on normalized float32 arrays and one-hot labels.
 
-    fit runs whole epochs, as its users do: one to warm up, then enough to cover `steps` three
+    fit runs whole epochs, as its users do: one to warm up, then enough to cover `steps` `ROUNDS`
     times over; the median epoch is reported, so Keras gets the same warm-up and median as ours.
     """
     keras.utils.set_random_seed(config.seed)
     images, labels = (t.numpy() for t in flatten_and_one_hot(train.images, train.labels))
     x, model, timer = images.astype(np.float32) / 255.0, keras_model(config), EpochTimer()
-    epochs = 1 + max(3, round(3 * steps * config.batch_size / len(x)))
+    epochs = 1 + max(ROUNDS, round(ROUNDS * steps * config.batch_size / len(x)))
     model.fit(x, labels, batch_size=config.batch_size, epochs=epochs, verbose=0, callbacks=[timer])
     return len(x) / float(np.median(timer.seconds[1:]))
 
@@ -152,15 +167,16 @@ def run_benchmark(train: Split, batch_sizes: list[int], device: str | None, step
         base = dataclasses.replace(REFERENCE, batch_size=batch)
         limits[str(batch)] = roof / training_flops(base)
         keras_eps = keras_rate(base, train, steps)
-        measured = {"keras_fit": keras_eps} | {
-            name: custom_rate(dataclasses.replace(base, **VARIANTS[name]), train, device, steps, warmup)
-            for name in (variants or variants_for(device))}
+        configs = {name: variant_config(name, batch, device) for name in variants or variants_for(device)}
+        measured = {"keras_fit": keras_eps} | custom_rates(configs, train, device, steps, warmup)
         results += [{"variant": name, "batch_size": batch, "examples_per_sec": eps,
                      "vs_keras_fit": eps / keras_eps, "fraction_of_limit": eps / limits[str(batch)]}
                     for name, eps in measured.items()]
     return {"device": device_name(device), "tensorflow": tf.__version__, "keras": keras.__version__,
             "matmul_flops_per_sec": roof, "flops_per_example": training_flops(REFERENCE),
-            "limit_examples_per_sec": limits, "steps": steps, "warmup_steps": warmup,
+            "limit_examples_per_sec": limits, "limit_dtype": "float32", "steps": steps,
+            "warmup_steps": warmup, "rounds": ROUNDS,
+            "best": fastpaths.describe(variant_config("best", batch_sizes[0], device)),
             "results": results}
 
 
@@ -261,7 +277,7 @@ def table(report: dict) -> str:
     """The results as a fixed-width table."""
     lines = [f"{report['device']}; TensorFlow {report['tensorflow']}; matmul "
              f"{report['matmul_flops_per_sec'] / 1e9:.0f} GFLOP/s; {report['flops_per_example'] / 1e6:.2f} "
-             "MFLOP per training example",
+             "MFLOP per training example", f"best = {report['best']}",
              f"{'variant':<16}{'batch':>6}{'examples/s':>12}{'vs keras':>10}{'of limit':>10}"]
     lines += [f"{r['variant']:<16}{r['batch_size']:>6}{r['examples_per_sec']:>12,.0f}"
               f"{r['vs_keras_fit']:>9.2f}x{100 * r['fraction_of_limit']:>9.1f}%" for r in report["results"]]

@@ -195,7 +195,9 @@ class Trainer(tf.Module):
             losses, logits = self.per_example_loss(images, one_hot, training=True)
             share = self.replica_loss(losses)
             scaled = share * self.loss_scale.scale if self.loss_scale else share
-        grads = tape.gradient(scaled, variables)
+        # Half-precision gradients go to float32 at once, like the master weights: the norm and
+        # the update then run in float32 (bfloat16 arithmetic is emulated, and slow, on most CPUs).
+        grads = [tf.cast(g, v.dtype) for g, v in zip(tape.gradient(scaled, variables), variables)]
         if self.loss_scale:
             grads = [g / self.loss_scale.scale for g in grads]
         total, grads = tf.distribute.get_replica_context().all_reduce(

@@ -73,13 +73,23 @@ def test_loss_scale_grows_after_enough_good_steps():
 
 def test_automatic_choices_and_explicit_ones(tmp_path):
     auto = fastpaths.resolve(tiny_config(tmp_path), None)
-    assert {k: getattr(auto, k) for k in PLAIN} == fastpaths.CPU_DEFAULTS
+    precision = "mixed_bfloat16" if fastpaths.cpu_has_bf16() else "float32"
+    assert {k: getattr(auto, k) for k in PLAIN} == {**fastpaths.CPU_DEFAULTS, "precision": precision}
     explicit = fastpaths.resolve(tiny_config(tmp_path, steps_per_call=3, jit_compile=True), None)
     assert (explicit.steps_per_call, explicit.jit_compile) == (3, True)
     with pytest.raises(UserError, match="work with --strategy default only, not mirrored"):
         fastpaths.resolve(tiny_config(tmp_path, strategy="mirrored", data_on_device=True), None)
     assert fastpaths.resolve(with_overrides(auto, strategy="mirrored", data_on_device=False,
-                                            steps_per_call=1), None).steps_per_call == 1
+                                            steps_per_call=1, precision="float32"),
+                             None).steps_per_call == 1
+
+
+def test_bfloat16_is_chosen_only_on_cpus_that_have_it(tmp_path):
+    flags = "flags\t\t: fpu sse2 avx2 avx512f {}\nbugs\t\t: spectre_v1\n"
+    for extra, expected in (("avx512_bf16", True), ("amx_bf16", True), ("avx512_vnni", False)):
+        (tmp_path / "cpuinfo").write_text(flags.format(extra))
+        assert fastpaths.cpu_has_bf16(str(tmp_path / "cpuinfo")) is expected
+    assert not fastpaths.cpu_has_bf16(str(tmp_path / "missing"))
 
 
 def test_benchmark_json_is_well_formed(tmp_path):

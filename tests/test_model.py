@@ -34,9 +34,20 @@ def test_same_seed_same_weights_and_dropout_only_in_training():
         np.testing.assert_array_equal(va.numpy(), vb.numpy())
     x = tf.random.stateless_uniform([64, 784], seed=[1, 2])
     np.testing.assert_array_equal(a(x).numpy(), a(x).numpy())
-    hidden = a.forward(x, training=True)[0].numpy()
-    dropped = (hidden == 0) & (a.forward(x)[0].numpy() != 0)
-    assert 0.4 < dropped.mean() / (a.forward(x)[0].numpy() != 0).mean() < 0.6
+    hidden, clean = a.forward(x, training=True)[0].numpy(), a.forward(x)[0].numpy()
+    dropped = (hidden == 0) & (clean != 0)
+    assert 0.45 < dropped.sum() / (clean != 0).sum() < 0.55
+    kept = hidden != 0  # survivors are scaled up so that the expected activation is unchanged
+    np.testing.assert_allclose(hidden[kept], clean[kept] / a.keep_probability, rtol=1e-6)
+
+
+def test_dropout_rate_is_exact_to_1_in_65536_and_keeps_the_mean():
+    model = MLP(hidden=(64,), dropout=0.3, seed=0)
+    assert abs(model.keep_probability - 0.7) < 1 / 65536
+    ones = tf.ones([4096, 64])
+    out = tf.stack([model._dropout(ones, training=True) for _ in range(8)]).numpy()
+    assert (out == 0).mean() == pytest.approx(0.3, abs=0.002)  # 2M draws: ~5 standard errors
+    assert out.mean() == pytest.approx(1.0, abs=0.003)
 
 
 @pytest.mark.parametrize("activation", ["tanh", "relu", "gelu"])
