@@ -109,4 +109,8 @@ def test_benchmark_json_is_well_formed(tmp_path):
         assert row["examples_per_sec"] > 0 and row["batch_size"] in (32, 64)
     keras = [r for r in report["results"] if r["variant"] == "keras_fit"]
     assert [r["vs_keras_fit"] for r in keras] == [1.0, 1.0]
+    for row in keras:  # the median of the epochs timed before and after our variants
+        epochs = report["keras_fit_epochs"][str(row["batch_size"])]
+        assert len(epochs) >= 6 and row["examples_per_sec"] == pytest.approx(np.median(epochs))
+    assert report["best"].startswith("fast paths:")
     assert tf.io.decode_png(out.with_suffix(".png").read_bytes()).shape[0] > 0
