@@ -44,9 +44,12 @@ VARIANTS = {
 
 
 def training_flops(config: Config) -> int:
-    """FLOPs of one example, forward (2 per weight) and backward (4 per weight)."""
+    """FLOPs of one example's matrix multiplies: forward, 2 per weight; backward, 2 per weight for
+    the weight's gradient and 2 more for the layer input's, except the first layer's (the pixels
+    need no gradient, and the step does not compute one)."""
     sizes = [FEATURES, *config.hidden, 10]
-    return 6 * sum(a * b for a, b in zip(sizes, sizes[1:]))
+    weights = [a * b for a, b in zip(sizes, sizes[1:])]
+    return 6 * sum(weights) - 2 * weights[0]
 
 
 def matmul_rate(device: str, n: int = 2048, repeats: int = 20) -> float:

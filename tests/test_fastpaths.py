@@ -114,3 +114,14 @@ def test_benchmark_json_is_well_formed(tmp_path):
         assert len(epochs) >= 6 and row["examples_per_sec"] == pytest.approx(np.median(epochs))
     assert report["best"].startswith("fast paths:")
     assert tf.io.decode_png(out.with_suffix(".png").read_bytes()).shape[0] > 0
+
+
+def test_training_flops_count_the_step_s_matrix_multiplies():
+    from mlp_core.benchmark import REFERENCE, training_flops
+    from mlp_core.loop import build_trainer
+    # 784x512, 512x256, 256x10: forward and weight gradients 4 FLOPs per weight, input gradients 2
+    # per weight of the two upper layers only.
+    assert training_flops(REFERENCE) == 4 * 535_040 + 2 * (131_072 + 2_560) == 2_407_424
+    graph = build_trainer(REFERENCE, 10).train_step.get_concrete_function().graph
+    shapes = [tuple(op.outputs[0].shape) for op in graph.get_operations() if op.type == "MatMul"]
+    assert len(shapes) == 8 and (None, 784) not in shapes  # 3 forward, 3 weight and 2 input gradients
