@@ -308,9 +308,12 @@ def save_plot(report: dict, path: str | Path) -> Path:
         ax.barh([r["variant"] for r in rows], [r["examples_per_sec"] for r in rows],
                 color=["gray" if r["variant"] == "keras_fit" else "tab:blue" for r in rows])
         ax.axvline(report["limit_examples_per_sec"][str(batch)], color="red", linestyle="--",
-                   label="compute-bound limit")
+                   label="float32 compute-bound limit")
         ax.set(title=f"batch {batch}", xlabel="training examples/s")
+        ax.xaxis.set_major_formatter(lambda value, _: f"{value / 1000:.0f}k")
         ax.invert_yaxis()
-        ax.legend(loc="lower right")
+        ax.set_xlim(0, 1.5 * max(report["limit_examples_per_sec"][str(batch)],
+                                 *(r["examples_per_sec"] for r in rows)))  # room for the legend
+        ax.legend(loc="upper right")
     fig.tight_layout()
     return save_figure(fig, path)
