@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=batch_sizes, default=[128, 512])
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
-    parser.add_argument("--steps", type=_positive_int, default=600, help="timed steps per timing (three timings per variant)")
+    parser.add_argument("--steps", type=_positive_int, default=600, help="timed steps per round (variants take 5 rounds in turns)")
     parser.add_argument("--warmup", type=_positive_int, default=50, help="untimed steps first")
     parser.add_argument("--train-subset", type=int, default=0, help="use the first N images only")
     parser.add_argument("--json", type=Path, help="write the results here")
