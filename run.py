@@ -3,6 +3,7 @@
     python3 run.py mission [train.py flags...] # set up, explore, train the default MLP, analyze it
     python3 run.py train   [train.py flags...] # set up, then only train
     python3 run.py test    [pytest flags...]   # set up, then run the test suite
+    python3 run.py check                       # set up, then lint, format-check and type-check
 
 Set-up (a `.venv/` beside this file with the package installed in editable mode) happens once and
 is repeated only when pyproject.toml changes.
@@ -18,7 +19,9 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 STAMP = VENV / ".mlp_core-installed"
-COMMANDS = {"mission": ["scripts/mission.py"], "train": ["scripts/train.py"], "test": ["-m", "pytest"]}
+COMMANDS = {"mission": ["scripts/mission.py"], "train": ["scripts/train.py"], "test": ["-m", "pytest"],
+            "check": []}
+CHECKS = (["-m", "ruff", "check", "."], ["-m", "ruff", "format", "--check", "."], ["-m", "mypy"])
 
 
 def set_up() -> None:
@@ -47,6 +50,8 @@ def main(argv: list[str]) -> int:
     except subprocess.CalledProcessError as err:
         print(f"error: set-up failed ({' '.join(err.cmd[2:4])} exited {err.returncode})", file=sys.stderr)
         return 1
+    if argv[0] == "check":
+        return max(subprocess.call([str(PYTHON), *check], cwd=ROOT) for check in CHECKS)
     return subprocess.call([str(PYTHON), *COMMANDS[argv[0]], *argv[1:]], cwd=ROOT)
 
 
