@@ -141,6 +141,8 @@ def parse_step_range(text: str) -> tuple[int, int]:
 
 
 def _step_range(text: str) -> str:
+    if not text:  # the default (argparse passes string defaults through `type` too)
+        return ""
     try:
         first, last = parse_step_range(text)
     except ValueError as error:

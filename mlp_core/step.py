@@ -56,6 +56,7 @@ class RunningMetrics(tf.Module):
             self.correct = tf.Variable(0, dtype=tf.int64, trainable=False, name="correct")
             self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="count")
 
+    @tf.Module.with_name_scope  # groups its ops in the Graphs dashboard
     def update(self, losses: tf.Tensor, logits: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
         """Add a batch; returns the batch accuracy.
 

@@ -80,5 +80,6 @@ def test_profile_steps_flag_rejects_bad_ranges(text):
 def test_profile_steps_beyond_the_run_is_a_user_error(tmp_path):
     ctx = build_context(tiny_config(tmp_path, epochs=1), None)
     assert parse_config(["--profile-steps", "3:9"]).profile_steps == "3:9"
+    assert parse_config([]).profile_steps == ""  # off by default
     with pytest.raises(UserError, match="only 16 steps"):
         ProfilerObserver(17, 20).on_run_begin(ctx)
