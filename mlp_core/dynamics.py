@@ -1,4 +1,4 @@
-"""Training dynamics for TensorBoard: what practitioners read to tell a healthy MLP run from a sick one.
+"""Training dynamics for TensorBoard: what practitioners read to tell a healthy run from a sick one.
 
 Every `log_every` steps, per layer (kernel and bias as one vector): the gradient norm of the call's
 last step (the terms the step computes for its global norm anyway), the weight norm, and the
@@ -53,10 +53,12 @@ def weight_norms(model: MLP) -> dict[str, tf.Tensor]:
 
 def snapshot(model: MLP) -> dict[str, list[tf.Tensor]]:
     """Copies of every layer's variables (an update after this does not change them)."""
-    return {layer.name: [tf.identity(layer.kernel), tf.identity(layer.bias)] for layer in model.layers}
+    return {layer.name: [tf.identity(layer.kernel), tf.identity(layer.bias)]
+            for layer in model.layers}
 
 
-def update_ratios(model: MLP, before: dict[str, list[tf.Tensor]], count: int) -> dict[str, tf.Tensor]:
+def update_ratios(model: MLP, before: dict[str, list[tf.Tensor]],
+                  count: int) -> dict[str, tf.Tensor]:
     """|W_now - W_before| / (count * |W_before|) per layer: the update applied per step since
     `before` was taken `count` steps ago, relative to the weights it was applied to."""
     ratios = {}
@@ -69,7 +71,8 @@ def update_ratios(model: MLP, before: dict[str, list[tf.Tensor]], count: int) ->
 
 def unit_statistics(activations: Sequence[tf.Tensor]) -> dict[str, dict[str, tf.Tensor]]:
     """Per hidden layer ([batch, units] outputs): dead-unit fraction (units whose output is never
-    above 0 on the batch: for ReLU, units that get no gradient) and the activations' mean and std."""
+    above 0 on the batch: for ReLU, units that get no gradient) and the activations' mean and
+    standard deviation."""
     stats = {}
     for i, a in enumerate(activations):
         dead = tf.reduce_max(a, axis=0) <= 0.0
@@ -83,12 +86,16 @@ def scalars_layout(hidden_layers: int) -> layout_pb2.Layout:
     """Custom Scalars: train and validation loss and accuracy in one chart each, then one chart per
     dynamics quantity with a line per layer (the regular expressions pick the tags)."""
     def chart(title: str, regex: str) -> layout_pb2.Chart:
-        return layout_pb2.Chart(title=title, multiline=layout_pb2.MultilineChartContent(tag=[regex]))
+        return layout_pb2.Chart(title=title,
+                                multiline=layout_pb2.MultilineChartContent(tag=[regex]))
     metrics = [chart(f"{key} (train, validation, test)", f"^{key}$") for key in ("loss", "accuracy")]
-    per_step = [chart(f"{title} per layer", f"^{PREFIX}/{key}/") for key, title in PER_STEP.items()]
-    per_epoch = [chart(f"{title} per hidden layer", f"^{PREFIX}/{key}/") for key, title in PER_EPOCH.items()]
+    per_step = [chart(f"{title} per layer", f"^{PREFIX}/{key}/")
+                for key, title in PER_STEP.items()]
+    per_epoch = [chart(f"{title} per hidden layer", f"^{PREFIX}/{key}/")
+                 for key, title in PER_EPOCH.items()]
     categories = [layout_pb2.Category(title="loss and accuracy", chart=metrics),
-                  layout_pb2.Category(title="training dynamics, every --log-every steps", chart=per_step)]
+                  layout_pb2.Category(title="training dynamics, every --log-every steps",
+                                      chart=per_step)]
     if hidden_layers:
         categories.append(layout_pb2.Category(title="hidden units, each epoch", chart=per_epoch))
     return layout_pb2.Layout(category=categories)
@@ -102,7 +109,7 @@ class DynamicsObserver(Observer):
         self.summaries, self.before = summaries, None
 
     def on_run_begin(self, ctx: RunContext) -> None:
-        """The Custom Scalars layout (read from any run of the logdir) goes with the train scalars."""
+        """The Custom Scalars layout (read from any run of the logdir) goes to the train run."""
         layout = custom_scalar_summary.pb(scalars_layout(len(ctx.trainer.model.layers) - 1))
         with self.summaries.writers["train"].as_default():
             tf.summary.experimental.write_raw_pb(layout.SerializeToString(), step=0)
@@ -117,7 +124,8 @@ class DynamicsObserver(Observer):
             return
         model, (before, count) = ctx.trainer.model, self.before
         values = {"grad_norm": grad_norms(model, outputs["grad_l2_losses"]),
-                  "weight_norm": weight_norms(model), "update_ratio": update_ratios(model, before, count)}
+                  "weight_norm": weight_norms(model),
+                  "update_ratio": update_ratios(model, before, count)}
         self.before = None
         with self.summaries.writers["train"].as_default(step=step):
             for key, per_layer in values.items():

@@ -83,7 +83,8 @@ class ProfilerObserver(Observer):
     def on_run_begin(self, ctx: RunContext) -> None:
         total = ctx.config.epochs * ctx.steps_per_epoch
         if self.first > total:
-            raise UserError(f"--profile-steps {self.first}:{self.last}: the run has only {total} steps")
+            raise UserError(
+                f"--profile-steps {self.first}:{self.last}: the run has only {total} steps")
 
     def on_call_begin(self, ctx: RunContext, step: int, count: int) -> None:
         if not self.capturing and step < self.last and step + count >= self.first:
