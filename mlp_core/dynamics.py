@@ -12,6 +12,7 @@ of dead units (never above 0) and the mean and standard deviation of the activat
 """
 from __future__ import annotations
 
+from functools import partial
 from typing import Sequence
 
 import tensorflow as tf
@@ -58,7 +59,7 @@ def snapshot(model: MLP) -> dict[str, list[tf.Tensor]]:
 
 
 def update_ratios(model: MLP, before: dict[str, list[tf.Tensor]],
-                  count: int) -> dict[str, tf.Tensor]:
+                  count: int | tf.Tensor) -> dict[str, tf.Tensor]:
     """|W_now - W_before| / (count * |W_before|) per layer: the update applied per step since
     `before` was taken `count` steps ago, relative to the weights it was applied to."""
     ratios = {}
@@ -67,6 +68,13 @@ def update_ratios(model: MLP, before: dict[str, list[tf.Tensor]],
         change = _layer_norm([layer.kernel - old[0], layer.bias - old[1]])
         ratios[layer.name] = change / (count * tf.maximum(_layer_norm(old), 1e-12))
     return ratios
+
+
+def step_values(model: MLP, l2_losses: tf.Tensor, before: dict[str, list[tf.Tensor]],
+                count: tf.Tensor) -> dict[str, dict[str, tf.Tensor]]:
+    """Every per-layer quantity logged every `log_every` steps."""
+    return {"grad_norm": grad_norms(model, l2_losses), "weight_norm": weight_norms(model),
+            "update_ratio": update_ratios(model, before, count)}
 
 
 def unit_statistics(activations: Sequence[tf.Tensor]) -> dict[str, dict[str, tf.Tensor]]:
@@ -106,7 +114,7 @@ class DynamicsObserver(Observer):
     at the same steps as its training scalars; `summaries` must come first in the observer list."""
 
     def __init__(self, summaries):
-        self.summaries, self.before = summaries, None
+        self.summaries, self.before, self.measure = summaries, None, None
 
     def on_run_begin(self, ctx: RunContext) -> None:
         """The Custom Scalars layout (read from any run of the logdir) goes to the train run."""
@@ -122,10 +130,10 @@ class DynamicsObserver(Observer):
     def on_step_end(self, ctx: RunContext, step: int, outputs: dict[str, tf.Tensor]) -> None:
         if self.before is None:
             return
-        model, (before, count) = ctx.trainer.model, self.before
-        values = {"grad_norm": grad_norms(model, outputs["grad_l2_losses"]),
-                  "weight_norm": weight_norms(model),
-                  "update_ratio": update_ratios(model, before, count)}
+        if self.measure is None:  # one compiled call instead of some forty eager ops per log
+            self.measure = tf.function(partial(step_values, ctx.trainer.model))
+        before, count = self.before
+        values = self.measure(outputs["grad_l2_losses"], before, tf.constant(count, tf.float32))
         self.before = None
         with self.summaries.writers["train"].as_default(step=step):
             for key, per_layer in values.items():

@@ -24,6 +24,10 @@ def main(argv: list[str] | None = None) -> int:
         r = result[mode]
         print(f"summaries {mode:3s}: {r['examples_per_sec']:,.0f} ex/s, {r['epoch_seconds']:.2f} s per epoch "
               f"(medians after epoch 1); run begin {r['run_begin_seconds']:.2f} s, end {r['run_end_seconds']:.2f} s")
+        print(f"  per-call observer hooks: {r['hook_seconds_in_training']:.3f} s per epoch of training")
+        for observer, times in r["epoch_end_seconds"].items():
+            if times:
+                print(f"  epoch end, {observer}: {times[0]:.3f} s wall, {times[1]:.3f} s CPU")
     print(f"throughput cost {100 * result['throughput_cost']:.1f} % (paired epochs: "
           f"{100 * result['paired_throughput_cost']:.1f} %), "
           f"{result['extra_seconds_per_epoch']:.2f} s more wall time per epoch")
