@@ -84,12 +84,3 @@ def test_profile_steps_beyond_the_run_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="only 16 steps"):
         ProfilerObserver(17, 20).on_run_begin(ctx)
 
-
-def test_summary_cost_runs_both_modes_in_turns(tmp_path):
-    from mlp_core.summary_cost import measure
-    result = measure(tiny_config(tmp_path, epochs=2, train_subset=256, val_size=200, run_name="c"))
-    runs = tmp_path / "logs"
-    assert list((runs / "c-on" / "train").glob("events.*")) and not (runs / "c-off" / "train").exists()
-    for mode in ("on", "off"):
-        assert len(result[mode]["rates"]) == 2 and result[mode]["examples_per_sec"] > 0
-    assert (runs / "c-on" / "test" / "metadata.tsv").is_file()  # the run ends as a run would
