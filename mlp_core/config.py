@@ -48,6 +48,7 @@ class Config:
     summaries: bool = True
     log_every: int = 100
     histogram_every: int = 1
+    profile_steps: str = ""  # "A:B": capture a tf.profiler trace of steps A..B; "" = off
     data_dir: str | None = None
     logdir: str = "logs"
     run_name: str | None = None
@@ -127,6 +128,28 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def parse_step_range(text: str) -> tuple[int, int]:
+    """'A:B' -> (A, B) with 1 <= A <= B: the steps of a run to profile."""
+    first, sep, last = text.partition(":")
+    try:
+        span = (int(first), int(last)) if sep else ()
+    except ValueError:
+        span = ()
+    if len(span) != 2 or not 1 <= span[0] <= span[1]:
+        raise ValueError(f"expected A:B with 1 <= A <= B, got {text!r}")
+    return span
+
+
+def _step_range(text: str) -> str:
+    if not text:  # the default (argparse passes string defaults through `type` too)
+        return ""
+    try:
+        first, last = parse_step_range(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return f"{first}:{last}"
+
+
 def _parse(kind: type, text: str):
     try:
         return kind(text)
@@ -167,6 +190,8 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: Config = Config(
         help="TensorBoard training scalars every N steps; 0 = off")
     add("--histogram-every", type=_nonneg_int, default=d.histogram_every,
         help="weight, gradient and activation histograms every N epochs; 0 = off")
+    add("--profile-steps", type=_step_range, default=d.profile_steps, metavar="A:B",
+        help="capture a TensorBoard profile of training steps A..B (from 1) into the run directory")
     add("--jit", dest="jit_compile", action=argparse.BooleanOptionalAction, default=d.jit_compile,
         help="compile the step with XLA (default: the device's fastest)")
     add("--steps-per-call", type=_nonneg_int, default=d.steps_per_call,

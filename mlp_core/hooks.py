@@ -36,6 +36,9 @@ class Observer:
     def on_run_begin(self, ctx: RunContext) -> None:
         pass
 
+    def on_call_begin(self, ctx: RunContext, step: int, count: int) -> None:
+        """Before a compiled call that runs steps `step + 1` .. `step + count`."""
+
     def on_step_end(self, ctx: RunContext, step: int, outputs: dict[str, tf.Tensor]) -> None:
         pass
 

@@ -19,12 +19,15 @@ from mlp_core.config import Config, with_overrides
 from mlp_core.checkpointing import Checkpointer, GracefulStop
 from mlp_core.console import ProgressBar
 from mlp_core.distribute import check_same_step, is_chief, make_strategy, worker_failures
+from mlp_core.dynamics import DynamicsObserver
 from mlp_core.errors import DivergedError, Interrupted, UserError
 from mlp_core.export import ExportObserver
 from mlp_core.hooks import Observer, RunContext
 from mlp_core.model import MLP
 from mlp_core.optim import make_optimizer, make_schedule
 from mlp_core.pipeline import DeviceData, default_device, eval_dataset, steps_per_epoch
+from mlp_core.profiling import ProfilerObserver, step_marker
+from mlp_core.projector import ProjectorObserver
 from mlp_core.rundir import (CHECKPOINTS, METRICS, create_run_dir, default_run_name,
                             load_config, open_run_dir, write_json)
 from mlp_core.step import LossConfig, Trainer
@@ -85,7 +88,10 @@ def train_epoch(ctx: RunContext, ckpt: Checkpointer, epoch: int, observers: Sequ
     start, step = time.perf_counter(), first - 1
     while step < last:
         count = min(per_call - step % per_call, last - step)
-        outputs = trainer.train_steps(ckpt.batches, count)
+        for observer in observers:
+            observer.on_call_begin(ctx, step, count)
+        with step_marker(step + count):  # a profiled step is one call
+            outputs = trainer.train_steps(ckpt.batches, count)
         step += count
         for observer in observers:
             observer.on_step_end(ctx, step, outputs)
@@ -148,8 +154,13 @@ def run_epochs(ctx: RunContext, ckpt: Checkpointer, observers: Sequence[Observer
 
 def default_observers(config: Config) -> list[Observer]:
     """The side jobs every training run gets."""
-    summaries = [TensorBoardObserver(config.log_every, config.histogram_every)] if config.summaries else []
-    return [*summaries, ExportObserver()]
+    observers: list[Observer] = []
+    if config.profile_steps:
+        observers.append(ProfilerObserver.from_flag(config.profile_steps))
+    if config.summaries:
+        summaries = TensorBoardObserver(config.log_every, config.histogram_every)
+        observers += [summaries, DynamicsObserver(summaries), ProjectorObserver()]
+    return [*observers, ExportObserver()]
 
 
 def build_context(config: Config, device: str | None = "auto", resume: bool = False) -> RunContext:

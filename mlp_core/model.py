@@ -41,6 +41,7 @@ class Dense(tf.Module):
                                       name="kernel")
             self.bias = tf.Variable(tf.zeros([fan_out], dtype=dtype), name="bias")
 
+    @tf.Module.with_name_scope  # groups its ops in the Graphs dashboard
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         """Computes in x's dtype: float32 weights are cast for mixed precision (a no-op otherwise)."""
         return self.activation(tf.matmul(x, tf.cast(self.kernel, x.dtype)) + tf.cast(self.bias, x.dtype))
@@ -70,6 +71,7 @@ class MLP(tf.Module):
     def __call__(self, x: tf.Tensor, training: bool = False) -> tf.Tensor:
         return self.forward(x, training)[-1]
 
+    @tf.Module.with_name_scope  # groups its ops in the Graphs dashboard
     def forward(self, x: tf.Tensor, training: bool = False) -> list[tf.Tensor]:
         """Every layer's output: hidden activations (after dropout) and, last, the logits."""
         outputs = []

@@ -67,6 +67,7 @@ class Optimizer(tf.Module):
         """The rate the next update will use."""
         return self.schedule(self.iterations)
 
+    @tf.Module.with_name_scope  # groups its ops in the Graphs dashboard
     def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]) -> None:
         """Apply one update to every variable, then advance the step counter."""
         lr = self.learning_rate

@@ -56,6 +56,7 @@ class RunningMetrics(tf.Module):
             self.correct = tf.Variable(0, dtype=tf.int64, trainable=False, name="correct")
             self.count = tf.Variable(0, dtype=tf.int64, trainable=False, name="count")
 
+    @tf.Module.with_name_scope  # groups its ops in the Graphs dashboard
     def update(self, losses: tf.Tensor, logits: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
         """Add a batch; returns the batch accuracy.
 
@@ -154,13 +155,13 @@ class Trainer(tf.Module):
         return self.train_step if self.jit_compile else self._train_step
 
     def _train_loop(self, batches, count: tf.Tensor) -> dict[str, tf.Tensor]:
-        step, outputs = self._loop_step(), _zero_outputs()
+        step, outputs = self._loop_step(), _zero_outputs(self.model)
         for _ in tf.range(count):
             outputs = step(*next(batches))
         return outputs
 
     def _device_loop(self, count: tf.Tensor) -> dict[str, tf.Tensor]:
-        step, data, outputs = self._loop_step(), self.device_data, _zero_outputs()
+        step, data, outputs = self._loop_step(), self.device_data, _zero_outputs(self.model)
         for _ in tf.range(count):
             outputs = step(*data.batch(self.global_step % data.steps))
         return outputs
@@ -203,7 +204,9 @@ class Trainer(tf.Module):
             grads = [g / self.loss_scale.scale for g in grads]
         total, grads = tf.distribute.get_replica_context().all_reduce(
             tf.distribute.ReduceOp.SUM, (share, grads))
-        grad_norm = tf.linalg.global_norm(grads)
+        # tf.linalg.global_norm's own terms, kept per variable for the per-layer norms (no extra op).
+        l2_losses = tf.stack([tf.nn.l2_loss(g) for g in grads])
+        grad_norm = tf.sqrt(tf.reduce_sum(l2_losses) * 2.0, name="global_norm")
         if self.loss.clip_norm > 0:
             grads, _ = tf.clip_by_global_norm(grads, self.loss.clip_norm, use_norm=grad_norm)
         finite = tf.math.is_finite(total) & tf.math.is_finite(grad_norm)
@@ -215,7 +218,7 @@ class Trainer(tf.Module):
             self.loss_scale.update(finite)
         self.global_step.assign_add(1)
         accuracy = self.train_metrics.update(losses, logits, one_hot)
-        return {"loss": total, "accuracy": accuracy, "grad_norm": grad_norm}
+        return {"loss": total, "accuracy": accuracy, "grad_norm": grad_norm, "grad_l2_losses": l2_losses}
 
     def _eval_step(self, images: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
         losses, logits = self.per_example_loss(images, one_hot, training=False)
@@ -234,6 +237,7 @@ class Trainer(tf.Module):
         return self.eval_metrics.result()
 
 
-def _zero_outputs() -> dict[str, tf.Tensor]:
+def _zero_outputs(model: MLP) -> dict[str, tf.Tensor]:
     """Loop-carried step outputs before the first step of a multi-step call."""
-    return {"loss": tf.zeros([]), "accuracy": tf.zeros([]), "grad_norm": tf.zeros([])}
+    return {"loss": tf.zeros([]), "accuracy": tf.zeros([]), "grad_norm": tf.zeros([]),
+            "grad_l2_losses": tf.zeros([len(model.trainable_variables)])}

@@ -18,8 +18,10 @@ from tensorboard.plugins.hparams import api as hp
 from mlp_core.config import Config
 from mlp_core.evaluation import confusion_matrix, mistake_titles, predict_probabilities
 from mlp_core.figures import confusion_figure, digit_grid, figure_to_png
+from mlp_core.graphs import write_step_graphs
 from mlp_core.hooks import Observer, RunContext
 from mlp_core.pipeline import flatten_and_one_hot
+from mlp_core.pr_curves import write_pr_curves
 from mlp_core.step import preprocess
 
 FIXED_BATCH = 500
@@ -48,6 +50,7 @@ class TensorBoardObserver(Observer):
         with self.writers["train"].as_default(step=0):
             titles = [str(label) for label in ctx.train.labels[:GRID]]
             tf.summary.image("sample_inputs", png(digit_grid(ctx.train.images[:GRID], titles)))
+        write_step_graphs(ctx.trainer, self.writers)
 
     def on_step_end(self, ctx: RunContext, step: int, outputs: dict[str, tf.Tensor]) -> None:
         if not self.log_every or step // self.log_every == self.last_step // self.log_every:
@@ -67,7 +70,10 @@ class TensorBoardObserver(Observer):
             for key in ("loss", "accuracy"):
                 if f"val_{key}" in record:
                     tf.summary.scalar(key, record[f"val_{key}"])
-            self._images(ctx)
+            probabilities = predict_probabilities(ctx.trainer.model, self.monitor.images,
+                                                  ctx.config.normalize)
+            self._images(probabilities.argmax(1))
+            write_pr_curves(self.monitor.labels, probabilities, step)
         if self.histogram_every and epoch % self.histogram_every == 0:
             with self.writers["train"].as_default(step=step):
                 self._histograms(ctx)
@@ -82,10 +88,9 @@ class TensorBoardObserver(Observer):
         for writer in self.writers.values():
             writer.close()
 
-    def _images(self, ctx: RunContext) -> None:
+    def _images(self, predicted: np.ndarray) -> None:
         """The first misclassified monitoring digits and the confusion matrix, as of this epoch."""
         split = self.monitor
-        predicted = predict_probabilities(ctx.trainer.model, split.images, ctx.config.normalize).argmax(1)
         wrong = np.flatnonzero(predicted != split.labels)[:GRID]
         if len(wrong):
             grid = digit_grid(split.images[wrong], mistake_titles(split, predicted, wrong))

@@ -113,6 +113,6 @@ def test_observers_see_every_call_epoch_and_the_end(tmp_path, per_call, expected
                        observers=[recorder])
     steps = [c[1] for c in recorder.calls if c[0] == "step"]
     assert recorder.calls[0] == ("begin", 4) and steps == expected
-    assert ("step", expected[0], ["accuracy", "grad_norm", "loss"]) in recorder.calls
+    assert ("step", expected[0], ["accuracy", "grad_l2_losses", "grad_norm", "loss"]) in recorder.calls
     assert [c for c in recorder.calls if c[0] in ("epoch", "end")] == [
         ("epoch", 1, True), ("epoch", 2, True), ("end", 2)]
