@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from mlp_core.errors import UserError
+from mlp_core.errors import ArgumentParser, UserError
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "elu", "swish")
 INITIALIZERS = ("he_uniform", "glorot_uniform", "he_normal", "glorot_normal")
@@ -127,6 +128,24 @@ def _hidden(text: str) -> tuple[int, ...]:
     return sizes
 
 
+def run_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a run directory (None if it can): it must be one plain component
+    inside --logdir, so a name can neither climb out of it ('..', '/x') nor nest ('a/b')."""
+    separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if not name or any(sep in name for sep in separators) or "\0" in name:
+        return f"must be one plain directory name (no path separators), got {name!r}"
+    if name.startswith((".", "-")):
+        return f"must not start with '.' or '-', got {name!r}"
+    return None
+
+
+def _run_name(text: str) -> str:
+    problem = run_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def _parse(kind: type, text: str):
     try:
         return kind(text)
@@ -177,7 +196,7 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: Config = Config(
         help="mixed_* compute in half precision with float32 weights")
     add("--data-dir", default=d.data_dir, help="IDX files or mnist.npz; default: packaged copy")
     add("--logdir", default=d.logdir, help="parent directory of run directories")
-    add("--run-name", default=d.run_name, help="run directory name; default: timestamp")
+    add("--run-name", type=_run_name, default=d.run_name, help="run directory name; default: timestamp")
     add("--strategy", choices=STRATEGIES, default=d.strategy,
         help="tf.distribute: one device, all local GPUs (mirrored) or the TF_CONFIG cluster")
     add("--logical-cpus", type=_nonneg_int, default=d.logical_cpus,
@@ -201,8 +220,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def parse_config(argv: Sequence[str] | None = None, description: str = "") -> Config:
-    """Parse flags into a Config. Bad values exit with argparse's one-line usage error."""
-    parser = argparse.ArgumentParser(description=description)
+    """Parse flags into a Config. Bad values exit with one `error:` line (code 2)."""
+    parser = ArgumentParser(description=description)
     add_config_flags(parser)
     return config_from_args(parser.parse_args(argv))
 
