@@ -30,12 +30,12 @@ class Config:
     batch_size: int = 128
     hidden: tuple[int, ...] = (512, 256)
     activation: str = "relu"
-    dropout: float = 0.3
+    dropout: float = 0.1
     initializer: str = "he_uniform"
     optimizer: str = "adamw"
-    lr: float = 1e-3
+    lr: float = 5e-3
     momentum: float = 0.9
-    weight_decay: float = 1e-4
+    weight_decay: float = 0.05  # decay per step is lr * wd: it matters in long runs
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
