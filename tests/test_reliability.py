@@ -260,29 +260,31 @@ def test_resume_skips_a_corrupt_newest_checkpoint_and_still_finishes_bit_identic
         np.testing.assert_array_equal(a, b)
 
 
-def test_no_checkpoint_restores_one_error_line_and_nothing_deleted(tmp_path):
-    flags = [*SMALL_RUN, "--epochs", "1", "--steps-per-call", "1", "--logdir", str(tmp_path),
-             "--run-name", "bad"]
-    assert run_script("train.py", *flags).returncode == 0
-    run_dir = tmp_path / "bad"
-    (run_dir / "metrics.json").unlink()  # as if killed after its last checkpoint
+def test_no_checkpoint_restores_one_error_line_and_nothing_deleted(tmp_path, capfd):
+    from mlp_core.analysis import analyze_run
+    from mlp_core.errors import UserError
+    config = tiny_config(tmp_path, epochs=1, checkpoint_every=5, steps_per_call=1, run_name="bad")
+    with pytest.raises(Crash):
+        train_and_evaluate(config, observers=[CrashAt(16)])  # killed after ckpt-15
+    run_dir = tmp_path / "logs" / "bad"
     kept = checkpoints_of(run_dir)
-    assert len(kept) == 3
-    latest = kept[0]
-    flip_bytes(latest)
-    analyzed = run_script("export.py", "--run", str(run_dir), "--out", str(tmp_path / "older"))
-    assert analyzed.returncode == 0, analyzed.stderr
-    assert f"skipped {latest.name}" in analyzed.stderr and f"trying {kept[1].name}" in analyzed.stderr
+    assert [c.name for c in kept] == ["ckpt-15", "ckpt-10", "ckpt-5"]
+    flip_bytes(kept[0])
+    capfd.readouterr()
+    assert script_main("export.py")(["--run", str(run_dir), "--out", str(tmp_path / "older")]) == 0
+    assert "skipped ckpt-15" in capfd.readouterr().err and (tmp_path / "older").is_dir()
     for checkpoint in kept[1:]:
         flip_bytes(checkpoint)
     before = digest(run_dir)
-    for result in (run_script("train.py", *flags, "--resume"),
-                   run_script("analyze.py", "--run", str(run_dir))):
-        assert_clean_error(result, "none of the 3 checkpoints restores", "nothing was deleted")
-        assert result.returncode == 2
-        errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
-        assert len(errors) == 1
-    assert digest(run_dir) == before
+    with pytest.raises(UserError, match="none of the 3 checkpoints restores"):
+        analyze_run(run_dir)
+    result = run_script("train.py", "--logdir", str(tmp_path / "logs"), "--run-name", "bad", "--resume")
+    assert_clean_error(result, "none of the 3 checkpoints restores (ckpt-15, ckpt-10, ckpt-5); "
+                       "nothing was deleted")
+    assert result.returncode == 2
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+    after = digest(run_dir)
+    assert after.pop(".lock") and {k: v for k, v in before.items() if k != ".lock"} == after
 
 
 def test_a_run_in_use_is_refused_naming_its_process_and_kill_9_leaves_no_stale_lock(tmp_path):
