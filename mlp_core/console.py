@@ -55,7 +55,7 @@ class ProgressBar:
 
 def _clock(seconds: float) -> str:
     """12.4 -> '0:12', 3725 -> '1:02:05'."""
-    minutes, secs = divmod(int(round(seconds)), 60)
+    minutes, secs = divmod(round(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
