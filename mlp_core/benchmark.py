@@ -23,6 +23,7 @@ from mlp_core.data import Split
 from mlp_core.errors import UserError
 from mlp_core.hooks import Observer, RunContext
 from mlp_core.loop import build_trainer, train_and_evaluate
+from mlp_core.optim import warmup_steps
 from mlp_core.pipeline import (FEATURES, default_device, flatten_and_one_hot, steps_per_epoch,
                                train_dataset)
 from mlp_core.summaries import TensorBoardObserver
@@ -237,7 +238,7 @@ def keras_time_to_accuracy(target: float, config: Config) -> dict:
     x, y = (t.numpy() for t in flatten_and_one_hot(train.images, train.labels))
     vx, vy = (t.numpy() for t in flatten_and_one_hot(val.images, val.labels))
     steps = steps_per_epoch(train, config.batch_size)
-    warmup = round(config.warmup_epochs * steps)
+    warmup = warmup_steps(config.warmup_epochs, steps, config.epochs)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, steps * config.epochs - warmup, warmup_target=config.lr, warmup_steps=warmup)
     layers = [keras.Input((FEATURES,))]

@@ -10,8 +10,11 @@ step instead.
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
 import time
+from pathlib import Path
 from typing import Iterator
 
 import tensorflow as tf
@@ -22,6 +25,40 @@ from mlp_core.hooks import RunContext
 from mlp_core.rundir import CHECKPOINTS
 
 KEEP_CHECKPOINTS = 3
+
+
+def saved_checkpoints(directory: str | Path) -> list[str]:
+    """The checkpoints the manager keeps in `directory`, newest first (empty if none yet)."""
+    state = tf.train.get_checkpoint_state(str(directory))
+    if state is None:
+        return []
+    paths = [p if os.path.isabs(p) else os.path.join(str(directory), p)
+             for p in state.all_model_checkpoint_paths or [state.model_checkpoint_path]]
+    return list(reversed(paths))
+
+
+def restore_newest(directory: str | Path, **objects) -> str | None:
+    """Restore the newest checkpoint that reads back whole; say which newer ones were skipped.
+
+    A checkpoint can be damaged on disk (a checksum mismatch, a missing shard). The older ones the
+    manager keeps are a good place to continue from, so one bad file costs a few steps, not the
+    run. Nothing is deleted; if no checkpoint restores, that is an error.
+    """
+    paths = saved_checkpoints(directory)
+    for number, path in enumerate(paths):
+        try:
+            tf.train.Checkpoint(**objects).read(path).expect_partial()
+        except (tf.errors.OpError, ValueError) as err:
+            reason = (getattr(err, "message", None) or str(err)).strip().splitlines()[0][:160]
+            later = f"trying {Path(paths[number + 1]).name}" if number + 1 < len(paths) else "none left"
+            print(f"warning: skipped {Path(path).name}, it does not restore ({reason}); {later}",
+                  file=sys.stderr)
+            continue
+        return path
+    if paths:
+        raise UserError(f"{directory}: none of the {len(paths)} checkpoints restores "
+                        f"({', '.join(Path(p).name for p in paths)}); nothing was deleted")
+    return None
 
 
 class RunState(tf.Module):
@@ -53,8 +90,7 @@ class Checkpointer:
                               state=self.state)
         if trainer.loss_scale is not None:
             self._progress["loss_scale"] = trainer.loss_scale
-        if resume:
-            self._restore_progress()
+        self.restored = restore_newest(ctx.run_dir / CHECKPOINTS, **self._progress) if resume else None
         self._prior_seconds = float(self.state.elapsed.numpy())
         # A host pipeline's iterator serializes (device-prefetching and distributed ones cannot).
         on_device = trainer.device_data is not None  # no iterator: batches come from the step number
@@ -88,11 +124,6 @@ class Checkpointer:
             raise UserError(f"{self.ctx.run_dir / CHECKPOINTS}: cannot write a checkpoint: "
                             f"{getattr(err, 'message', err)}") from None
 
-    def _restore_progress(self) -> None:
-        """Continue from the latest checkpoint; a run stopped before its first one starts afresh."""
-        if self.latest is not None:
-            tf.train.Checkpoint(**self._progress).read(self.latest).expect_partial()
-
     def start_epoch(self, epoch: int) -> None:
         """Device-resident data draws the order of epoch `epoch` (1-based) for its in-graph batches."""
         if self.ctx.trainer.device_data is not None:
@@ -100,10 +131,10 @@ class Checkpointer:
 
     def _open_batches(self, resume: bool) -> Iterator:
         """Host pipelines restore their saved iterator; others are rebuilt at the saved step."""
-        if resume and self.latest is not None and self._saves_iterator:
+        if resume and self.restored is not None and self._saves_iterator:
             batches = iter(self._dataset(0, 0))
             try:
-                tf.train.Checkpoint(iterator=batches).read(self.latest).assert_existing_objects_matched()
+                tf.train.Checkpoint(iterator=batches).read(self.restored).assert_existing_objects_matched()
                 return batches
             except AssertionError:
                 pass  # saved by a device-prefetching or distributed run: rebuild by position

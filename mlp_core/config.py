@@ -8,10 +8,11 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from mlp_core.errors import UserError
+from mlp_core.errors import ArgumentParser, UserError
 
 ACTIVATIONS = ("relu", "gelu", "tanh", "sigmoid", "elu", "swish")
 INITIALIZERS = ("he_uniform", "glorot_uniform", "he_normal", "glorot_normal")
@@ -29,12 +30,12 @@ class Config:
     batch_size: int = 128
     hidden: tuple[int, ...] = (512, 256)
     activation: str = "relu"
-    dropout: float = 0.3
+    dropout: float = 0.1
     initializer: str = "he_uniform"
     optimizer: str = "adamw"
-    lr: float = 1e-3
+    lr: float = 5e-3
     momentum: float = 0.9
-    weight_decay: float = 1e-4
+    weight_decay: float = 0.05  # decay per step is lr * wd: it matters in long runs
     schedule: str = "cosine"
     warmup_epochs: float = 1.0
     label_smoothing: float = 0.0
@@ -150,6 +151,24 @@ def _step_range(text: str) -> str:
     return f"{first}:{last}"
 
 
+def run_name_problem(name: str) -> str | None:
+    """Why `name` cannot name a run directory (None if it can): it must be one plain component
+    inside --logdir, so a name can neither climb out of it ('..', '/x') nor nest ('a/b')."""
+    separators = {"/", "\\", os.sep} | ({os.altsep} if os.altsep else set())
+    if not name or any(sep in name for sep in separators) or "\0" in name:
+        return f"must be one plain directory name (no path separators), got {name!r}"
+    if name.startswith((".", "-")):
+        return f"must not start with '.' or '-', got {name!r}"
+    return None
+
+
+def _run_name(text: str) -> str:
+    problem = run_name_problem(text)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
+
+
 def _parse(kind: type, text: str):
     try:
         return kind(text)
@@ -202,7 +221,7 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: Config = Config(
         help="mixed_* compute in half precision with float32 weights")
     add("--data-dir", default=d.data_dir, help="IDX files or mnist.npz; default: packaged copy")
     add("--logdir", default=d.logdir, help="parent directory of run directories")
-    add("--run-name", default=d.run_name, help="run directory name; default: timestamp")
+    add("--run-name", type=_run_name, default=d.run_name, help="run directory name; default: timestamp")
     add("--strategy", choices=STRATEGIES, default=d.strategy,
         help="tf.distribute: one device, all local GPUs (mirrored) or the TF_CONFIG cluster")
     add("--logical-cpus", type=_nonneg_int, default=d.logical_cpus,
@@ -226,8 +245,8 @@ def config_from_args(args: argparse.Namespace) -> Config:
 
 
 def parse_config(argv: Sequence[str] | None = None, description: str = "") -> Config:
-    """Parse flags into a Config. Bad values exit with argparse's one-line usage error."""
-    parser = argparse.ArgumentParser(description=description)
+    """Parse flags into a Config. Bad values exit with one `error:` line (code 2)."""
+    parser = ArgumentParser(description=description)
     add_config_flags(parser)
     return config_from_args(parser.parse_args(argv))
 

@@ -4,9 +4,10 @@ Scripts never show a traceback for bad input: they print `error: <what is wrong>
 """
 from __future__ import annotations
 
+import argparse
 import signal
 import sys
-from typing import Callable
+from typing import Callable, NoReturn
 
 
 class UserError(Exception):
@@ -33,6 +34,17 @@ class DivergedError(UserError):
     """Training produced a non-finite loss or gradient."""
 
     exit_code = 3
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with the project's error format: a bad flag is one line, not the usage block first.
+
+    The full usage is long (one flag per Config field) and would bury the line that says what is
+    wrong, so the error names the problem and points to --help instead.
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
 def run_main(main: Callable[[list[str] | None], int], argv: list[str] | None = None) -> int:

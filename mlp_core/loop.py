@@ -16,7 +16,7 @@ import tensorflow as tf
 from mlp_core import data as mnist
 from mlp_core import fastpaths
 from mlp_core.config import Config, with_overrides
-from mlp_core.checkpointing import Checkpointer, GracefulStop
+from mlp_core.checkpointing import Checkpointer, GracefulStop, restore_newest
 from mlp_core.console import ProgressBar
 from mlp_core.distribute import check_same_step, is_chief, make_strategy, worker_failures
 from mlp_core.dynamics import DynamicsObserver
@@ -24,12 +24,12 @@ from mlp_core.errors import DivergedError, Interrupted, UserError
 from mlp_core.export import ExportObserver
 from mlp_core.hooks import Observer, RunContext
 from mlp_core.model import MLP
-from mlp_core.optim import make_optimizer, make_schedule
+from mlp_core.optim import make_optimizer, make_schedule, warmup_steps
 from mlp_core.pipeline import DeviceData, default_device, eval_dataset, steps_per_epoch
 from mlp_core.profiling import ProfilerObserver, step_marker
 from mlp_core.projector import ProjectorObserver
 from mlp_core.rundir import (CHECKPOINTS, METRICS, create_run_dir, default_run_name,
-                            load_config, open_run_dir, write_json)
+                            load_config, open_run_dir, run_lock, run_path, write_json)
 from mlp_core.step import LossConfig, Trainer
 from mlp_core.summaries import TensorBoardObserver
 
@@ -51,7 +51,7 @@ def build_trainer(config: Config, steps: int, train: mnist.Split | None = None,
                   device: str | None = None) -> Trainer:
     """Model, schedule, optimizer, loss settings and fast paths, all from the config."""
     model = build_model(config)
-    warmup = round(config.warmup_epochs * steps)
+    warmup = warmup_steps(config.warmup_epochs, steps, config.epochs)
     schedule = make_schedule(config.schedule, config.lr, warmup, steps * config.epochs)
     optimizer = make_optimizer(config.optimizer, model.trainable_variables, schedule,
                                config.momentum, config.weight_decay)
@@ -73,8 +73,11 @@ def load_splits(config: Config) -> tuple[mnist.Split, mnist.Split, mnist.Split]:
 
 
 def train_epoch(ctx: RunContext, ckpt: Checkpointer, epoch: int, observers: Sequence[Observer],
-                stop: GracefulStop) -> dict:
+                stop: GracefulStop) -> tuple[dict, ProgressBar]:
     """Run epoch `epoch` from where the run stands (its start, or mid-epoch after a resume).
+
+    Returns the epoch's train results and its progress bar, which the caller finishes once the
+    validation result is known.
 
     Steps run in calls of up to `steps_per_call`, aligned to multiples of it and never across an
     epoch end; observers, checks and checkpoints happen between calls.
@@ -100,10 +103,9 @@ def train_epoch(ctx: RunContext, ckpt: Checkpointer, epoch: int, observers: Sequ
             bar.draw(step - (epoch - 1) * steps, **trainer.train_metrics.result())
     result = trainer.train_metrics.result()  # reading the sums waits for the device
     seconds = time.perf_counter() - start
-    bar.draw(steps, **result, final=True)
     check_divergence(ctx, ckpt, last)
     return {**result, "seconds": seconds,
-            "examples_per_sec": (last - first + 1) * ctx.config.batch_size / max(seconds, 1e-9)}
+            "examples_per_sec": (last - first + 1) * ctx.config.batch_size / max(seconds, 1e-9)}, bar
 
 
 def crossed(step: int, count: int, every: int) -> bool:
@@ -140,10 +142,11 @@ def run_epochs(ctx: RunContext, ckpt: Checkpointer, observers: Sequence[Observer
     history = ckpt.state.records()
     for epoch in range(len(history) + 1, config.epochs + 1):
         lr = float(trainer.optimizer.schedule((epoch - 1) * ctx.steps_per_epoch).numpy())
-        record = {"epoch": epoch, "lr": lr, **_prefixed(
-            "train", train_epoch(ctx, ckpt, epoch, observers, stop or GracefulStop()))}
+        train, bar = train_epoch(ctx, ckpt, epoch, observers, stop or GracefulStop())
+        record = {"epoch": epoch, "lr": lr, **_prefixed("train", train)}
         if val_ds is not None:
             record.update(_prefixed("val", trainer.evaluate(val_ds)))
+        bar.finish(train["loss"], train["accuracy"], record.get("val_accuracy"))
         history.append(record)
         ckpt.state.end_epoch(history)
         ckpt.save()
@@ -179,7 +182,7 @@ def build_context(config: Config, device: str | None = "auto", resume: bool = Fa
     if is_chief(strategy):
         run_dir = open_run_dir(config) if resume else create_run_dir(config)
     else:  # the chief's; other workers only read checkpoints from it
-        run_dir = Path(config.logdir) / config.run_name
+        run_dir = run_path(config.logdir, config.run_name)
     steps = steps_per_epoch(train, config.batch_size)
     with strategy.scope():
         trainer = build_trainer(config, steps, train, device)
@@ -195,6 +198,14 @@ def train_and_evaluate(config: Config, device: str | None = "auto",
     """
     ctx = build_context(config, device, resume)
     chief = is_chief(ctx.trainer.strategy)
+    with run_lock(ctx.run_dir, enabled=chief):  # other workers only read the chief's run
+        return _train_locked(ctx, chief, observers, resume)
+
+
+def _train_locked(ctx: RunContext, chief: bool, observers: Sequence[Observer] | None,
+                  resume: bool) -> dict:
+    """The body of `train_and_evaluate`, run while this process holds the run directory."""
+    config = ctx.config
     if chief:
         print(f"{fastpaths.describe(ctx.config)} (device: {ctx.device or 'CPU'})", file=sys.stderr)
     if observers is None:
@@ -223,14 +234,12 @@ def train_and_evaluate(config: Config, device: str | None = "auto",
 
 
 def load_trained_model(run_dir: str | Path) -> tuple[Config, MLP]:
-    """Rebuild a run's model from its config and restore its latest checkpoint's weights."""
+    """Rebuild a run's model from its config and restore its newest checkpoint that reads back."""
     run_dir = Path(run_dir)
     config = load_config(run_dir)
-    latest = tf.train.latest_checkpoint(str(run_dir / CHECKPOINTS))
-    if latest is None:
-        raise UserError(f"{run_dir}: no trained model (no checkpoint in {CHECKPOINTS}/)")
     model = build_model(config)
-    tf.train.Checkpoint(model=model).restore(latest).expect_partial()
+    if restore_newest(run_dir / CHECKPOINTS, model=model) is None:
+        raise UserError(f"{run_dir}: no trained model (no checkpoint in {CHECKPOINTS}/)")
     return config, model
 
 

@@ -163,6 +163,18 @@ class AdamW(Adam):
         super()._update(i, g, v, lr)
 
 
+MAX_WARMUP_FRACTION = 0.05  # the default run's 1 warm-up epoch of 20
+
+
+def warmup_steps(warmup_epochs: float, steps_per_epoch: int, epochs: int) -> int:
+    """Warm-up steps: `warmup_epochs`, but never more than 5 % of the run.
+
+    Without the cap a run of one epoch would only ever ramp its rate up and never anneal. The cap
+    equals the default's share (1 epoch of 20), so a default-length run keeps its schedule.
+    """
+    return round(min(warmup_epochs, MAX_WARMUP_FRACTION * epochs) * steps_per_epoch)
+
+
 def make_schedule(name: str, lr: float, warmup_steps: int, total_steps: int):
     """The schedule named by the config's `schedule` field."""
     if name == "constant":

@@ -5,29 +5,40 @@ file where a finished one was.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
-from mlp_core.config import Config
+from mlp_core.config import Config, run_name_problem
 from mlp_core.errors import UserError
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
 CHECKPOINTS = "checkpoints"
+LOCK = ".lock"
 
 
 def default_run_name() -> str:
     return time.strftime("%Y%m%d-%H%M%S")
 
 
+def run_path(logdir: str | Path, run_name: str) -> Path:
+    """`<logdir>/<run_name>`, refusing a name that would put the run anywhere else."""
+    problem = run_name_problem(run_name)
+    if problem:
+        raise UserError(f"--run-name {problem}")
+    return Path(logdir) / run_name
+
+
 def create_run_dir(config: Config) -> Path:
     """Make a new, empty run directory; refuse to reuse one (no silent overwrite)."""
-    run_dir = Path(config.logdir) / (config.run_name or default_run_name())
+    run_dir = run_path(config.logdir, config.run_name or default_run_name())
     if run_dir.exists() and any(run_dir.iterdir()):
         raise UserError(f"{run_dir}: run directory already exists; choose another --run-name "
                         "(or add --resume to continue it)")
@@ -41,13 +52,44 @@ def create_run_dir(config: Config) -> Path:
 
 def open_run_dir(config: Config) -> Path:
     """The existing, unfinished run directory that `--resume` continues."""
-    run_dir = Path(config.logdir) / (config.run_name or "")
-    if not config.run_name or not (run_dir / CONFIG).is_file():
+    if not config.run_name:
+        raise UserError("--resume needs the --run-name of the run to continue")
+    run_dir = run_path(config.logdir, config.run_name)
+    if not (run_dir / CONFIG).is_file():
         raise UserError(f"{run_dir}: no run to resume (give the --run-name of an existing run)")
     if (run_dir / METRICS).is_file():
         status = read_json(run_dir / METRICS).get("status")
         raise UserError(f"{run_dir}: run already finished (status: {status}); nothing to resume")
     return run_dir
+
+
+@contextlib.contextmanager
+def run_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
+    """Hold the run directory for this process: a second trainer or exporter is refused.
+
+    An flock on `<run>/.lock`, which holds the PID for the message; the operating system drops the
+    lock when the process dies in any way (kill -9 included), so a lock is never left stale.
+    """
+    if not enabled:
+        yield
+        return
+    try:
+        handle = open(run_dir / LOCK, "a+")
+    except OSError as err:
+        raise UserError(f"{run_dir}: cannot open the run lock: {err.strerror}") from None
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "unknown"
+            raise UserError(f"{run_dir}: in use by process {holder} (a trainer or exporter); "
+                            "wait for it to end or stop it") from None
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield
 
 
 RESUMABLE_CHANGES = {"logdir", "run_name", "data_dir"}
@@ -57,7 +99,7 @@ def config_for_resume(given: Config, explicit: set[str]) -> Config:
     """The saved config of the run to resume; flags given explicitly must agree with it."""
     if not given.run_name:
         raise UserError("--resume needs the --run-name of the run to continue")
-    saved = load_config(Path(given.logdir) / given.run_name)
+    saved = load_config(run_path(given.logdir, given.run_name))
     for name in sorted(explicit - RESUMABLE_CHANGES):
         if getattr(given, name) != getattr(saved, name):
             raise UserError(f"--resume: --{name.replace('_', '-')} {getattr(given, name)} differs from "

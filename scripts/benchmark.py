@@ -11,7 +11,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlp_core.config import _positive_int  # noqa: E402
-from mlp_core.errors import run_main  # noqa: E402
+from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
 
 
 def batch_sizes(text: str) -> list[int]:
@@ -22,7 +22,7 @@ def batch_sizes(text: str) -> list[int]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch-sizes", type=batch_sizes, default=[128, 512])
     parser.add_argument("--device", choices=("auto", "cpu", "gpu"), default="auto")
     parser.add_argument("--steps", type=_positive_int, default=600, help="timed steps per round (variants take 5 rounds in turns)")

@@ -3,17 +3,16 @@
     python scripts/explore.py                 # prints the numbers, writes logs/explore/
     python scripts/explore.py --out DIR --data-dir ../shared/data/mnist
 """
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.errors import run_main  # noqa: E402
+from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("logs/explore"), help="output directory")
     parser.add_argument("--data-dir", help="IDX files or mnist.npz; default: packaged copy")
     args = parser.parse_args(argv)

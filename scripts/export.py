@@ -3,24 +3,26 @@
     python scripts/export.py --run logs/<run>            # writes logs/<run>/saved_model/
     python scripts/export.py --run logs/<run> --out DIR  # somewhere else
 """
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.errors import run_main  # noqa: E402
+from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, type=Path, help="run directory, e.g. logs/<run>")
     parser.add_argument("--out", type=Path, help="SavedModel directory; default <run>/saved_model")
     args = parser.parse_args(argv)
     from mlp_core.export import SAVED_MODEL, export_model
     from mlp_core.loop import load_trained_model
-    config, model = load_trained_model(args.run)
-    print(f"exported {export_model(model, config.normalize, args.out or args.run / SAVED_MODEL)}")
+    from mlp_core.rundir import load_config, run_lock
+    load_config(args.run)  # a clear error for a path that is not a run
+    with run_lock(args.run):  # not while a trainer (or another export) is writing the run
+        config, model = load_trained_model(args.run)
+        print(f"exported {export_model(model, config.normalize, args.out or args.run / SAVED_MODEL)}")
     return 0
 
 

@@ -3,18 +3,17 @@
     python scripts/mission.py                  # logs/explore/, logs/<timestamp>/ with analysis/
     python scripts/mission.py --epochs 5 --run-name quick   # any train.py flag
 """
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlp_core.config import add_config_flags, config_from_args  # noqa: E402
-from mlp_core.errors import run_main  # noqa: E402
+from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_config_flags(parser)
     args = parser.parse_args(argv)
     config = config_from_args(args)

@@ -3,18 +3,17 @@
     python scripts/predict.py --model logs/<run>/saved_model my_seven.png photo.jpg
     python scripts/predict.py --model logs/<run>/saved_model --json --show seen.png *.png
 """
-import argparse
 import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.errors import run_main  # noqa: E402
+from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, type=Path, help="a SavedModel directory")
     parser.add_argument("--json", action="store_true", help="print a JSON list instead of lines")
     parser.add_argument("--show", type=Path, metavar="PNG", help="also draw what the model saw")

@@ -5,7 +5,6 @@
     python scripts/train.py --run-name mine --resume   # continue a stopped or killed run
     python scripts/train.py --dry-run            # one quick epoch on 1,024 images
 """
-import argparse
 import sys
 from pathlib import Path
 
@@ -13,11 +12,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlp_core.config import (add_config_flags, config_from_args, explicit_fields,  # noqa: E402
                              with_overrides)
-from mlp_core.errors import run_main  # noqa: E402
+from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_config_flags(parser)
     parser.add_argument("--resume", action="store_true",
                         help="continue the run named by --run-name from its latest checkpoint")

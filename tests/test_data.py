@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
-from conftest import SHARED_MNIST, write_idx
+from conftest import ROOT, SHARED_MNIST, write_idx
 from mlp_core.data import FILES, load_mnist, packaged_dir, split_validation
 from mlp_core.errors import DataError
 
@@ -24,6 +27,40 @@ def test_packaged_mnist_matches_published_facts(mnist):
     assert mnist.train.images.mean() == pytest.approx(33.318, abs=1e-3)
 
 
+# SHA-256 of the four uncompressed MNIST files, as published with the data set's copies.
+MNIST_SHA256 = {
+    "t10k-images-idx3-ubyte": "0fa7898d509279e482958e8ce81c8e77db3f2f8254e26661ceb7762c4d494ce7",
+    "t10k-labels-idx1-ubyte": "ff7bcfd416de33731a308c3f266cc351222c34898ecbeaf847f06e48f7ec33f2",
+    "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
+    "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
+}
+
+
+def test_packaged_files_match_their_sha256sums():
+    """The packaged copy stands on its own SHA256SUMS (nothing outside the clone is needed)."""
+    listed = dict(reversed(line.split()) for line in
+                  (packaged_dir() / "SHA256SUMS").read_text().splitlines() if line.strip())
+    assert listed == MNIST_SHA256
+    for name in FILES.values():
+        data = gzip.decompress((packaged_dir() / f"{name}.gz").read_bytes())
+        assert hashlib.sha256(data).hexdigest() == MNIST_SHA256[name], name
+
+
+def test_data_tests_pass_in_a_clone_with_nothing_beside_it(tmp_path):
+    """A fresh clone has no ../shared; the data tests must not need it (they skip what does)."""
+    clone = tmp_path / "clone"
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc")
+    for part in ("mlp_core", "tests"):
+        shutil.copytree(ROOT / part, clone / part, ignore=ignore)
+    shutil.copy(ROOT / "pyproject.toml", clone)
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                             "tests/test_data.py", "-k", "packaged and not clone"],
+                            cwd=clone, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stdout[-2000:]
+    assert "1 skipped" in result.stdout and "failed" not in result.stdout, result.stdout[-2000:]
+
+
+@pytest.mark.skipif(not SHARED_MNIST.is_dir(), reason="no ../shared/data/mnist beside this clone")
 def test_packaged_files_are_the_shared_files():
     for name in FILES.values():
         shipped = (packaged_dir() / f"{name}.gz").read_bytes()

@@ -128,7 +128,8 @@ def test_two_workers_finish_with_identical_weights(tmp_path, one_device):
     run_dir = tmp_path / "logs" / "cluster"
     assert_matches_one_device(run_dir, dumps[0], one_device)
     # Only the chief wrote the run directory; the other worker's checkpoints went to its TMPDIR.
-    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints", "config.json", "metrics.json"]
+    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoints", "config.json",
+                                                          "metrics.json"]  # .lock: the chief held the run
     assert list((tmp_path / "tmp1").iterdir()) == []
 
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import assert_clean_error, run_script, tiny_config
+from conftest import ROOT, assert_clean_error, run_script, tiny_config
 from mlp_core.digits import load_digit
 from mlp_core.export import SAVED_MODEL, load_serving
 from mlp_core.loop import load_trained_model, train_and_evaluate
@@ -153,3 +153,44 @@ def test_missing_model_and_reexport_from_a_checkpoint(run, tmp_path):
     np.testing.assert_array_equal(load_serving(out)(images=images)["probabilities"].numpy(),
                                   load_serving(run_dir / SAVED_MODEL)(images=images)["probabilities"].numpy())
     assert_clean_error(run_script("export.py", "--run", str(tmp_path / "no-run")), "does not exist")
+
+
+def huge_png(path: Path, side: int) -> Path:
+    """A real side x side grayscale PNG, all white but for a dot: tiny on disk, huge decoded."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    packer, row = zlib.compressobj(1), b"\x00" + b"\xff" * side
+    idat = b"".join(packer.compress(row) for _ in range(side)) + packer.flush()
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 0, 0, 0, 0))
+                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+    return path
+
+
+def test_images_over_the_pixel_limit_are_refused_from_their_header(tmp_path):
+    from PIL import Image
+
+    from mlp_core.digits import MAX_PIXELS, header_size
+    from mlp_core.predict import predict_files
+    for fmt in ("PNG", "GIF", "BMP", "JPEG"):
+        Image.new("L", (53, 37), 255).save(tmp_path / f"small.{fmt}", fmt)
+        assert header_size((tmp_path / f"small.{fmt}").read_bytes()) == (53, 37), fmt
+    huge = huge_png(tmp_path / "huge.png", 20000)  # 400 million pixels in a few hundred KB
+    assert huge.stat().st_size < 2_000_000 and 20000 * 20000 > MAX_PIXELS
+    (tmp_path / "huge.gif").write_bytes(b"GIF89a" + (60000).to_bytes(2, "little") * 2 + b"\0" * 8)
+    (tmp_path / "huge.bmp").write_bytes(b"BM" + b"\0" * 12 + (40).to_bytes(4, "little")
+                                        + (9000).to_bytes(4, "little") + (-9000).to_bytes(4, "little", signed=True))
+    (tmp_path / "huge.jpg").write_bytes(b"\xff\xd8\xff\xe0\x00\x04\x00\x00\xff\xc0\x00\x11\x08"
+                                        + (30000).to_bytes(2, "big") * 2 + b"\0" * 16)
+    seen = []
+    serve = lambda images: seen.append(images.shape) or {"probabilities": tf.one_hot([7], 10)}  # noqa: E731
+    names = [str(tmp_path / n) for n in ("huge.png", "huge.gif", "huge.bmp", "huge.jpg")]
+    seven = str(ROOT / "docs" / "examples" / "seven.png")
+    predictions, errors = predict_files(serve, [*names, seven])
+    assert [p.path for p in predictions] == [seven] and seen == [(1, 28, 28)]
+    assert len(errors) == 4
+    for name, error, size in zip(names, errors, ("20000x20000", "60000x60000", "9000x9000", "30000x30000")):
+        assert error.startswith(f"{name}: image is {size} = ") and f"over the limit of {MAX_PIXELS:,}" in error

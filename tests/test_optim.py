@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mlp_core.optim import Constant, WarmupCosine, make_optimizer
+from mlp_core.optim import Constant, WarmupCosine, make_optimizer, warmup_steps
 
 KERAS = {
     "sgd": lambda lr, wd: keras.optimizers.SGD(lr),
@@ -59,3 +59,23 @@ def test_warmup_cosine_schedule_shape():
     values = [value(s) for s in range(10, 111)]
     assert all(a >= b for a, b in zip(values, values[1:]))
     assert float(Constant(0.3)(tf.constant(7)).numpy()) == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("epochs, steps, expected", [
+    (20, 390, 390),  # the default run keeps its one warm-up epoch
+    (1, 390, 20), (3, 390, 59),  # short runs: 5 % of the run, so most of it anneals
+    (2, 16, 2), (40, 390, 390),
+])
+def test_warmup_is_at_most_five_percent_of_the_run(epochs, steps, expected):
+    assert warmup_steps(1.0, steps, epochs) == expected
+    assert warmup_steps(0.0, steps, epochs) == 0
+
+
+def test_a_one_epoch_run_reaches_its_peak_early_and_anneals_to_zero():
+    """The schedule the loop builds (one for every strategy: steps count global batches)."""
+    from mlp_core.config import Config
+    from mlp_core.loop import build_trainer
+    schedule = build_trainer(Config(epochs=1, hidden=(8,)), steps=390).optimizer.schedule  # mid-cosine: 205
+    rate = lambda step: float(schedule(tf.constant(step)).numpy())  # noqa: E731
+    assert rate(19) == pytest.approx(Config().lr) and rate(18) < Config().lr
+    assert rate(205) == pytest.approx(0.5 * Config().lr, rel=1e-3) and rate(389) < 1e-3 * Config().lr

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import gzip
 import hashlib
+import importlib.util
 import json
 import os
 import random
@@ -223,3 +224,122 @@ def test_resume_is_exact_on_every_input_path(tmp_path, device, fast):
     assert without_timing(resumed) == without_timing(alone)
     for a, b in zip(weights_of(tmp_path / "logs" / "crashed"), weights_of(tmp_path / "logs" / "alone")):
         np.testing.assert_array_equal(a, b)
+
+
+# --- damaged checkpoints, a second process on a live run, names that leave the logdir ---
+
+def flip_bytes(checkpoint: Path) -> None:
+    """Damage every tensor of a checkpoint's data file the way a bad disk does: bytes flipped."""
+    for data in checkpoint.parent.glob(f"{checkpoint.name}.data-*"):
+        raw = bytearray(data.read_bytes())
+        for i in range(0, len(raw), 61):
+            raw[i] ^= 0xFF
+        data.write_bytes(bytes(raw))
+
+
+def checkpoints_of(run_dir: Path) -> list[Path]:
+    from mlp_core.checkpointing import saved_checkpoints
+    return [Path(p) for p in saved_checkpoints(run_dir / "checkpoints")]
+
+
+def test_resume_skips_a_corrupt_newest_checkpoint_and_still_finishes_bit_identical(tmp_path, capfd):
+    config = tiny_config(tmp_path, checkpoint_every=5, epochs=2, steps_per_call=1)
+    alone = train_and_evaluate(with_overrides(config, run_name="alone"), observers=[])
+    crashed = with_overrides(config, run_name="crashed")
+    with pytest.raises(Crash):
+        train_and_evaluate(crashed, observers=[CrashAt(23)])  # kept: ckpt-15, ckpt-16, ckpt-20
+    newest, older = checkpoints_of(tmp_path / "logs" / "crashed")[:2]
+    assert (newest.name, older.name) == ("ckpt-20", "ckpt-16")
+    flip_bytes(newest)
+    capfd.readouterr()
+    resumed = train_and_evaluate(crashed, observers=[], resume=True)
+    warnings = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 1 and "skipped ckpt-20" in warnings[0] and "trying ckpt-16" in warnings[0]
+    assert without_timing(resumed) == without_timing(alone)
+    for a, b in zip(weights_of(tmp_path / "logs" / "crashed"), weights_of(tmp_path / "logs" / "alone")):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_no_checkpoint_restores_one_error_line_and_nothing_deleted(tmp_path, capfd):
+    from mlp_core.analysis import analyze_run
+    from mlp_core.errors import UserError
+    config = tiny_config(tmp_path, epochs=1, checkpoint_every=5, steps_per_call=1, run_name="bad")
+    with pytest.raises(Crash):
+        train_and_evaluate(config, observers=[CrashAt(16)])  # killed after ckpt-15
+    run_dir = tmp_path / "logs" / "bad"
+    kept = checkpoints_of(run_dir)
+    assert [c.name for c in kept] == ["ckpt-15", "ckpt-10", "ckpt-5"]
+    flip_bytes(kept[0])
+    capfd.readouterr()
+    assert script_main("export.py")(["--run", str(run_dir), "--out", str(tmp_path / "older")]) == 0
+    assert "skipped ckpt-15" in capfd.readouterr().err and (tmp_path / "older").is_dir()
+    for checkpoint in kept[1:]:
+        flip_bytes(checkpoint)
+    before = digest(run_dir)
+    with pytest.raises(UserError, match="none of the 3 checkpoints restores"):
+        analyze_run(run_dir)
+    result = run_script("train.py", "--logdir", str(tmp_path / "logs"), "--run-name", "bad", "--resume")
+    assert_clean_error(result, "none of the 3 checkpoints restores (ckpt-15, ckpt-10, ckpt-5); "
+                       "nothing was deleted")
+    assert result.returncode == 2
+    assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
+    after = digest(run_dir)
+    assert after.pop(".lock") and {k: v for k, v in before.items() if k != ".lock"} == after
+
+
+def test_a_run_in_use_is_refused_naming_its_process_and_kill_9_leaves_no_stale_lock(tmp_path):
+    from mlp_core.config import Config
+    from mlp_core.errors import UserError
+    from mlp_core.rundir import config_for_resume
+    flags = [*SMALL_RUN, "--epochs", "50", "--logdir", str(tmp_path), "--run-name", "live"]
+    first, export = start_train(*flags), script_main("export.py")
+    try:
+        wait_for(tmp_path / "live" / "checkpoints" / "checkpoint", first)
+        config = config_for_resume(Config(logdir=str(tmp_path), run_name="live"), set())
+        with pytest.raises(UserError, match=f"live: in use by process {first.pid} "):
+            train_and_evaluate(config, observers=[], resume=True)
+        with pytest.raises(UserError, match=f"live: in use by process {first.pid} "):
+            export(["--run", str(tmp_path / "live")])
+        assert first.poll() is None  # the first trainer goes on undisturbed
+    finally:
+        first.kill()
+        first.wait()
+    assert not (tmp_path / "live" / "saved_model").exists()
+    assert export(["--run", str(tmp_path / "live")]) == 0  # the killed process's lock went with it
+    assert (tmp_path / "live" / "saved_model" / "saved_model.pb").is_file()
+
+
+def script_main(script: str):
+    """scripts/<script>'s main, imported in this process (no TensorFlow start-up per call)."""
+    spec = importlib.util.spec_from_file_location(f"script_{script[:-3]}", ROOT / "scripts" / script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.main
+
+
+@pytest.mark.parametrize("name, message", [
+    ("../../escaped", "one plain directory name"), ("a/b", "one plain directory name"),
+    ("/tmp/abs", "one plain directory name"), ("..", "must not start with '.'"),
+    (".hidden", "must not start with '.'")])
+def test_a_run_name_must_be_one_plain_directory_name(tmp_path, capsys, name, message):
+    logdir = tmp_path / "deep" / "logs"
+    with pytest.raises(SystemExit) as exit_:
+        script_main("train.py")(["--dry-run", "--logdir", str(logdir), f"--run-name={name}"])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith("error: argument --run-name: ") and message in err
+    assert len(err.strip().splitlines()) == 1
+    assert not any(tmp_path.rglob("*")), "nothing may be created"
+
+
+def test_run_names_are_checked_wherever_a_run_is_opened(tmp_path):
+    from mlp_core.errors import UserError
+    from mlp_core.rundir import config_for_resume, create_run_dir, open_run_dir
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "config.json").write_text(tiny_config(tmp_path).to_json())
+    config = tiny_config(tmp_path, logdir=str(tmp_path / "logs"), run_name="../outside")
+    for opener in (create_run_dir, open_run_dir, lambda c: config_for_resume(c, set())):
+        with pytest.raises(UserError, match="--run-name must be one plain directory name"):
+            opener(config)
+    with pytest.raises(UserError, match="must not start with '.' or '-'"):
+        create_run_dir(with_overrides(config, run_name="-x"))
+    assert not (tmp_path / "logs").exists()
