@@ -33,10 +33,21 @@ class Augmentation:
     sigma: float = 4.0        # elastic: width of the Gaussian smoothing the field, pixels
     alpha: float = 34.0       # elastic: scale of the smoothed field, pixels
     seed: int = 0
+    digits: tuple[int, ...] = ()  # only images of these classes are distorted; () = all
 
     @property
     def active(self) -> bool:
         return self.kind != "none"
+
+    def batch(self, images: tf.Tensor, one_hot: tf.Tensor, step: tf.Tensor,
+              replica: tf.Tensor | int = 0) -> tf.Tensor:
+        """A training batch: distorted, or only its images of `digits` (the others as floats)."""
+        warped = self(images, step, replica)
+        if not self.digits:
+            return warped
+        chosen = tf.linalg.matvec(one_hot, tf.constant(
+            [1.0 if c in self.digits else 0.0 for c in range(one_hot.shape[-1])])) > 0
+        return tf.where(chosen[:, tf.newaxis], warped, tf.cast(images, tf.float32))
 
     def __call__(self, images: tf.Tensor, step: tf.Tensor, replica: tf.Tensor | int = 0) -> tf.Tensor:
         """uint8 [B, 784] -> float32 [B, 784] distorted pixels (still 0..255), drawn for `step`."""
@@ -138,5 +149,6 @@ def bilinear(images: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
 
 def from_config(config) -> Augmentation:
     """The run's augmentation from its Config fields."""
+    digits = tuple(int(d) for d in config.augment_digits.split(",") if d)
     return Augmentation(config.augment, config.rotate, config.scale, config.shear, config.translate,
-                        config.elastic_sigma, config.elastic_alpha, config.seed)
+                        config.elastic_sigma, config.elastic_alpha, config.seed, digits)

@@ -69,6 +69,7 @@ class Config:
     translate: float = 0.0
     elastic_sigma: float = 4.0
     elastic_alpha: float = 34.0
+    augment_digits: str = ""
     class_weights: str = "none"
     balance: str = "none"
 
@@ -138,6 +139,14 @@ def _hidden(text: str) -> tuple[int, ...]:
     if any(s <= 0 for s in sizes):
         raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
     return sizes
+
+
+def _digits(text: str) -> str:
+    """'9' or '3,5' (classes 0..9, kept as text in the Config); '' = every class."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not all(p.isdigit() and len(p) == 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"must be digits like 9 or 3,5, got {text!r}")
+    return ",".join(sorted(set(parts)))
 
 
 def _parse(kind: type, text: str):
@@ -211,6 +220,8 @@ def _add_recipe_flags(add, d: Config) -> None:
         help="elastic: Gaussian width of the displacement field, pixels")
     add("--elastic-alpha", type=_nonneg_float, default=d.elastic_alpha,
         help="elastic: scale of the displacement field, pixels")
+    add("--augment-digits", type=_digits, default=d.augment_digits,
+        help="augment only these classes, e.g. 9 or 3,5; default: all")
     add("--class-weights", choices=("none", "balanced"), default=d.class_weights,
         help="balanced: weight each example's loss by N / (10 * its class count)")
     add("--balance", choices=("none", "oversample"), default=d.balance,

@@ -199,7 +199,7 @@ class Trainer(tf.Module):
         variables = self.model.trainable_variables
         if self.augment.active:  # before the step counter moves: the draws are keyed on it
             replica = tf.distribute.get_replica_context().replica_id_in_sync_group
-            images = self.augment(images, self.global_step, replica)
+            images = self.augment.batch(images, one_hot, self.global_step, replica)
         with tf.GradientTape() as tape:
             losses, logits = self.per_example_loss(images, one_hot, training=True)
             share = self.replica_loss(losses, one_hot)

@@ -91,7 +91,7 @@ def op_types(config) -> list[str]:
 
 
 def test_augment_none_is_todays_step_whatever_the_strengths(tmp_path):
-    plain = tiny_config(tmp_path)
+    plain = tiny_config(tmp_path, epochs=1)
     ignored = with_overrides(plain, **{**AFFINE, "augment": "none"})
     assert op_types(ignored) == op_types(plain)
     assert "StatelessRandomUniformV2" in op_types(with_overrides(plain, **AFFINE))
@@ -100,22 +100,58 @@ def test_augment_none_is_todays_step_whatever_the_strengths(tmp_path):
     assert without_timing(a) == without_timing(b)
 
 
-@pytest.mark.parametrize("fast", [dict(steps_per_call=1, data_on_device=False),
-                                  dict(steps_per_call=4, data_on_device=True)])
-def test_augmented_runs_repeat_bit_for_bit_and_resume_exactly(tmp_path, fast):
+@pytest.mark.parametrize("fast, repeat", [(dict(steps_per_call=1, data_on_device=False), False),
+                                          (dict(steps_per_call=4, data_on_device=True), True)])
+def test_augmented_runs_repeat_bit_for_bit_and_resume_exactly(tmp_path, fast, repeat):
     config = tiny_config(tmp_path, checkpoint_every=5, **AFFINE, **fast)
     alone = train_and_evaluate(with_overrides(config, run_name="alone"), None, observers=[])
-    again = train_and_evaluate(with_overrides(config, run_name="again"), None, observers=[])
-    assert without_timing(again) == without_timing(alone)
+    names = ["crashed"]
+    if repeat:  # two seeded runs from scratch
+        again = train_and_evaluate(with_overrides(config, run_name="again"), None, observers=[])
+        assert without_timing(again) == without_timing(alone)
+        names.append("again")
     crashed = with_overrides(config, run_name="crashed")
     with pytest.raises(Crash):
         train_and_evaluate(crashed, None, observers=[CrashAt(23)])  # mid-epoch 2, saved at 20
     resumed = train_and_evaluate(crashed, None, observers=[], resume=True)
     assert without_timing(resumed) == without_timing(alone)
     logs = tmp_path / "logs"
-    for name in ("again", "crashed"):
+    for name in names:
         for a, b in zip(weights_of(logs / name), weights_of(logs / "alone")):
             np.testing.assert_array_equal(a, b)
-    plain = train_and_evaluate(with_overrides(config, augment="none", run_name="plain"), None,
-                               observers=[])
-    assert plain["train_loss"] < alone["train_loss"]  # distorted digits are harder to fit
+
+
+def test_only_the_chosen_digits_are_distorted(image):
+    aug = Augmentation("affine", rotate=20.0, translate=2.0, digits=(1,))
+    images = tf.constant(np.stack([image.ravel()] * 4))
+    one_hot = tf.one_hot([1, 0, 1, 7], 10)
+    out = aug.batch(images, one_hot, tf.constant(3, tf.int64)).numpy()
+    np.testing.assert_array_equal(out[[1, 3]], images.numpy()[[1, 3]].astype(np.float32))
+    assert not np.array_equal(out[0], images.numpy()[0]) and not np.array_equal(out[0], out[2])
+
+
+def test_tensorboard_grid_shows_the_same_digits_distorted_anew_each_epoch(tmp_path):
+    from types import SimpleNamespace
+    from mlp_core.data import load_mnist
+    from mlp_core.summaries import write_augmented_inputs
+    train = load_mnist().test.take(0, 30)
+    ctx = SimpleNamespace(train=train, trainer=SimpleNamespace(augment=augment.from_config(
+        with_overrides(tiny_config(tmp_path), **AFFINE))))
+    writer = tf.summary.create_file_writer(str(tmp_path / "tb"))
+    for step in (10, 20):
+        with writer.as_default(step=step):
+            write_augmented_inputs(ctx, step)
+    writer.close()
+    grids = {}
+    for path in (tmp_path / "tb").iterdir():
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                if value.tag == "augmented_inputs":
+                    grids[event.step] = tf.io.decode_png(tf.make_ndarray(value.tensor)[2]).numpy()
+    assert sorted(grids) == [10, 20] and grids[10].shape == grids[20].shape
+    assert not np.array_equal(grids[10], grids[20])
+    ctx.trainer.augment = Augmentation()  # no augmentation, no grid
+    with tf.summary.create_file_writer(str(tmp_path / "none")).as_default(step=10):
+        write_augmented_inputs(ctx, 10)
+    assert all(len(list(tf.compat.v1.train.summary_iterator(str(p)))) == 1  # the file header only
+               for p in (tmp_path / "none").iterdir())
