@@ -15,9 +15,9 @@ from mlp_core.config import Config
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "quick": dict(epochs=3, hidden=(256,), dropout=0.1, lr=2e-3),
-    "best": dict(epochs=30, hidden=(1024, 1024), dropout=0.2, batch_size=128, lr=1e-3,
-                 weight_decay=1e-4, warmup_epochs=1.0, augment="affine+elastic", rotate=10.0,
-                 scale=0.1, shear=10.0, translate=1.5, elastic_sigma=5.0, elastic_alpha=30.0),
+    "best": dict(epochs=28, hidden=(1024, 1024), dropout=0.1, augment="affine+elastic",
+                 rotate=8.0, scale=0.08, shear=8.0, translate=1.0, elastic_sigma=6.0,
+                 elastic_alpha=30.0),
 }
 
 
