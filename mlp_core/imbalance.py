@@ -94,7 +94,7 @@ def write_json_to(path: Path, payload: dict) -> None:
 
 def imbalance_figure(numbers: dict) -> plt.Figure:
     """Grouped bars: the rare digit's recall and precision, and overall accuracy, per variant."""
-    names = list(numbers["variants"])
+    names = sorted(numbers["variants"], key=lambda n: list(VARIANTS).index(n) if n in VARIANTS else 99)
     fig, ax = plt.subplots(figsize=(9, 3.8))
     x = np.arange(len(names))
     for i, key in enumerate(("recall", "precision", "accuracy")):
@@ -103,10 +103,10 @@ def imbalance_figure(numbers: dict) -> plt.Figure:
                       if key != "accuracy" else "overall accuracy")
         ax.bar_label(bars, fmt="%.1f", fontsize=7)
     low = min(100 * v[k] for v in numbers["variants"].values() for k in ("recall", "precision"))
-    ax.set(xticks=x, xticklabels=names, ylabel="% on the test set", ylim=(max(0, low - 5), 100.5),
+    ax.set(xticks=x, xticklabels=[n.replace(" + ", "\n+ ") for n in names], ylabel="% on the test set", ylim=(max(0, low - 5), 100.5),
            title=f"digit {numbers['digit']} cut to {100 * numbers['keep']:.0f} % of its training "
                  f"images ({numbers['rare_training_images']}), {numbers['epochs']} epochs")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     return fig
