@@ -3,6 +3,7 @@ the runs that use it (off = today's path, seeded = bit-identical, killed and res
 from __future__ import annotations
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -85,19 +86,22 @@ def test_draws_are_a_pure_function_of_seed_and_step(image):
     assert first.numpy().min() >= 0 and first.numpy().max() <= 255
 
 
-def op_types(config) -> list[str]:
-    graph = build_trainer(config, 10).train_step.get_concrete_function().graph
-    return sorted(op.type for op in graph.get_operations())
+def step_graph(config) -> str:
+    """The traced train step as text, minus the numbers TF gives its branch functions and custom
+    gradients per process."""
+    graph = build_trainer(config, 10).train_step.get_concrete_function().graph.as_graph_def()
+    text = re.sub(r"(cond_(?:true|false))_\d+", r"\1", str(graph))
+    return re.sub(r"CustomGradient-\d+", "CustomGradient", text)
 
 
 def test_augment_none_is_todays_step_whatever_the_strengths(tmp_path):
-    plain = tiny_config(tmp_path, epochs=1)
+    """The same graph, op for op and attribute for attribute, so the same bits."""
+    plain = tiny_config(tmp_path)
     ignored = with_overrides(plain, **{**AFFINE, "augment": "none"})
-    assert op_types(ignored) == op_types(plain)
-    assert "StatelessRandomUniformV2" in op_types(with_overrides(plain, **AFFINE))
-    a = train_and_evaluate(with_overrides(plain, run_name="plain"), None, observers=[])
-    b = train_and_evaluate(with_overrides(ignored, run_name="ignored"), None, observers=[])
-    assert without_timing(a) == without_timing(b)
+    assert step_graph(ignored) == step_graph(plain)
+    augmented = step_graph(with_overrides(plain, **AFFINE))
+    assert 'op: "StatelessRandomUniformV2"' in augmented
+    assert augmented != step_graph(plain)
 
 
 @pytest.mark.parametrize("fast, repeat", [(dict(steps_per_call=1, data_on_device=False), False),
