@@ -20,12 +20,12 @@ from mlp_core.figures import save_figure
 from mlp_core.loop import load_trained_model, train_and_evaluate
 from mlp_core.rundir import write_json
 
-RARE_AUGMENT = dict(augment="affine+elastic", rotate=10.0, scale=0.1, shear=10.0, translate=1.0,
-                    elastic_sigma=6.0, elastic_alpha=34.0)
+RARE_AUGMENT = {"augment": "affine+elastic", "rotate": 10.0, "scale": 0.1, "shear": 10.0, "translate": 1.0,
+                    "elastic_sigma": 6.0, "elastic_alpha": 34.0}
 VARIANTS = {
     "plain": {},
-    "reweight": dict(class_weights="balanced"),
-    "oversample": dict(balance="oversample"),
+    "reweight": {"class_weights": "balanced"},
+    "oversample": {"balance": "oversample"},
     "augment rare": RARE_AUGMENT,
     "oversample + augment rare": dict(balance="oversample", **RARE_AUGMENT),
 }
@@ -80,7 +80,7 @@ def ablate_imbalance(config: Config, digit: int = 9, keep: float = 0.1,
     training = cut.train.labels[:len(cut.train) - config.val_size]
     numbers = {"digit": digit, "keep": keep, "epochs": config.epochs, "hidden": list(config.hidden),
                "rare_training_images": int((training == digit).sum()),
-               "training_images": int(len(training)), "variants": results}
+               "training_images": len(training), "variants": results}
     out = Path(out)
     write_json_to(out / "imbalance.json", numbers)
     save_figure(imbalance_figure(numbers), out / "imbalance.png")

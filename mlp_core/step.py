@@ -118,9 +118,9 @@ class Trainer(tf.Module):
 
     def __init__(self, model: MLP, optimizer: Optimizer, loss: LossConfig = LossConfig(),
                  jit_compile: bool = False, device_data: DeviceData | None = None,
-                 augment: Augmentation = Augmentation()):
+                 augment: Augmentation | None = None):
         super().__init__(name="trainer")
-        self.augment = augment
+        self.augment = augment or Augmentation()
         self.model, self.optimizer, self.loss = model, optimizer, loss
         self.compute_dtype = COMPUTE_DTYPES[loss.precision]
         self.loss_scale = LossScale() if loss.precision == "mixed_float16" else None

@@ -8,16 +8,16 @@ import re
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import tiny_config
+from test_reliability import Crash, CrashAt, weights_of, without_timing
+
 from mlp_core import augment
 from mlp_core.augment import Augmentation, affine_coordinates, affine_matrices, bilinear
 from mlp_core.config import with_overrides
 from mlp_core.loop import build_trainer, train_and_evaluate
-from test_reliability import Crash, CrashAt, weights_of, without_timing
 
-AFFINE = dict(augment="affine+elastic", rotate=10.0, scale=0.1, shear=10.0, translate=2.0,
-              elastic_sigma=5.0, elastic_alpha=30.0)
+AFFINE = {"augment": "affine+elastic", "rotate": 10.0, "scale": 0.1, "shear": 10.0, "translate": 2.0,
+              "elastic_sigma": 5.0, "elastic_alpha": 30.0}
 
 
 def warp(image: np.ndarray, **params: float) -> np.ndarray:
@@ -77,7 +77,7 @@ def test_elastic_field_has_the_predicted_size_and_smoothness():
 
 
 def test_draws_are_a_pure_function_of_seed_and_step(image):
-    aug = Augmentation(**{"kind": "affine+elastic", "rotate": 10.0, "scale": 0.1, "translate": 2.0})
+    aug = Augmentation(kind="affine+elastic", rotate=10.0, scale=0.1, translate=2.0)
     batch = tf.constant(np.stack([image.ravel()] * 4))
     first, again = aug(batch, tf.constant(5, tf.int64)), aug(batch, tf.constant(5, tf.int64))
     np.testing.assert_array_equal(first.numpy(), again.numpy())
@@ -104,8 +104,8 @@ def test_augment_none_is_todays_step_whatever_the_strengths(tmp_path):
     assert augmented != step_graph(plain)
 
 
-@pytest.mark.parametrize("fast, repeat", [(dict(steps_per_call=1, data_on_device=False), False),
-                                          (dict(steps_per_call=4, data_on_device=True), True)])
+@pytest.mark.parametrize("fast, repeat", [({"steps_per_call": 1, "data_on_device": False}, False),
+                                          ({"steps_per_call": 4, "data_on_device": True}, True)])
 def test_augmented_runs_repeat_bit_for_bit_and_resume_exactly(tmp_path, fast, repeat):
     config = tiny_config(tmp_path, checkpoint_every=5, **AFFINE, **fast)
     alone = train_and_evaluate(with_overrides(config, run_name="alone"), None, observers=[])
@@ -136,6 +136,7 @@ def test_only_the_chosen_digits_are_distorted(image):
 
 def test_tensorboard_grid_shows_the_same_digits_distorted_anew_each_epoch(tmp_path):
     from types import SimpleNamespace
+
     from mlp_core.data import load_mnist
     from mlp_core.summaries import write_augmented_inputs
     train = load_mnist().test.take(0, 30)
