@@ -20,8 +20,8 @@ from mlp_core.figures import save_figure
 from mlp_core.loop import load_trained_model, train_and_evaluate
 from mlp_core.rundir import write_json
 
-RARE_AUGMENT = {"augment": "affine+elastic", "rotate": 10.0, "scale": 0.1, "shear": 10.0, "translate": 1.0,
-                    "elastic_sigma": 6.0, "elastic_alpha": 34.0}
+RARE_AUGMENT = {"augment": "affine+elastic", "rotate": 10.0, "scale": 0.1, "shear": 10.0,
+                "translate": 1.0, "elastic_sigma": 6.0, "elastic_alpha": 34.0}
 VARIANTS = {
     "plain": {},
     "reweight": {"class_weights": "balanced"},

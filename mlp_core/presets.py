@@ -16,8 +16,8 @@ PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "quick": {"epochs": 3, "hidden": (256,), "dropout": 0.1, "lr": 2e-3},
     "best": {"epochs": 28, "hidden": (1024, 1024), "dropout": 0.1, "augment": "affine+elastic",
-                 "rotate": 8.0, "scale": 0.08, "shear": 8.0, "translate": 1.0, "elastic_sigma": 6.0,
-                 "elastic_alpha": 30.0},
+             "rotate": 8.0, "scale": 0.08, "shear": 8.0, "translate": 1.0, "elastic_sigma": 6.0,
+             "elastic_alpha": 30.0},
 }
 
 

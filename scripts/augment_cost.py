@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.config import add_config_flags, config_from_args, explicit_fields
-from mlp_core.errors import run_main
+from mlp_core.config import add_config_flags, config_from_args, explicit_fields  # noqa: E402
+from mlp_core.errors import run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -12,13 +12,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.config import (
-    add_config_flags,
-    config_from_args,
-    explicit_fields,
-    with_overrides,
-)
-from mlp_core.errors import run_main
+from mlp_core.config import (add_config_flags, config_from_args, explicit_fields,  # noqa: E402
+                             with_overrides)
+from mlp_core.errors import run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,9 +32,7 @@ def main(argv: list[str] | None = None) -> int:
         print(describe(config, explicit), file=sys.stderr)
     if args.dry_run:
         config = with_overrides(config, epochs=1, train_subset=1024)
-    from mlp_core.console import (
-        summary,  # TensorFlow loads only after the flags are valid
-    )
+    from mlp_core.console import summary  # TensorFlow loads only after the flags are valid
     from mlp_core.loop import train_and_evaluate
     from mlp_core.rundir import config_for_resume
     if args.resume:

@@ -16,8 +16,8 @@ from mlp_core.augment import Augmentation, affine_coordinates, affine_matrices, 
 from mlp_core.config import with_overrides
 from mlp_core.loop import build_trainer, train_and_evaluate
 
-AFFINE = {"augment": "affine+elastic", "rotate": 10.0, "scale": 0.1, "shear": 10.0, "translate": 2.0,
-              "elastic_sigma": 5.0, "elastic_alpha": 30.0}
+AFFINE = {"augment": "affine+elastic", "rotate": 10.0, "scale": 0.1, "shear": 10.0,
+          "translate": 2.0, "elastic_sigma": 5.0, "elastic_alpha": 30.0}
 
 
 def warp(image: np.ndarray, **params: float) -> np.ndarray:
