@@ -25,6 +25,7 @@ def augmentation_cost(config: Config, rounds: int = 7, calls: int = 2) -> dict:
     trainers = {name: build_trainer(c, steps_per_epoch(train, c.batch_size), train, None)
                 for name, c in variants.items()}
     for trainer in trainers.values():  # trace and warm up outside the timed turns
+        assert trainer.device_data is not None
         trainer.device_data.set_epoch(0)
         trainer.train_steps(None, CALL)["loss"].numpy()
     turns: dict[str, list[float]] = {name: [] for name in trainers}

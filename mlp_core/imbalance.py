@@ -9,6 +9,7 @@ The rare digit's test recall and precision and the overall accuracy go to a JSON
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -20,9 +21,9 @@ from mlp_core.figures import save_figure
 from mlp_core.loop import load_trained_model, train_and_evaluate
 from mlp_core.rundir import write_json
 
-RARE_AUGMENT = {"augment": "affine+elastic", "rotate": 10.0, "scale": 0.1, "shear": 10.0,
+RARE_AUGMENT: dict[str, Any] = {"augment": "affine+elastic", "rotate": 10.0, "scale": 0.1, "shear": 10.0,
                 "translate": 1.0, "elastic_sigma": 6.0, "elastic_alpha": 34.0}
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {},
     "reweight": {"class_weights": "balanced"},
     "oversample": {"balance": "oversample"},
