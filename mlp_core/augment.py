@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from mlp_core.config import Config
 from mlp_core.data import IMAGE_SIDE
 
 KINDS = ("none", "affine", "elastic", "affine+elastic")
@@ -147,7 +148,7 @@ def bilinear(images: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
     return (1.0 - wr) * top + wr * bottom
 
 
-def from_config(config) -> Augmentation:
+def from_config(config: Config) -> Augmentation:
     """The run's augmentation from its Config fields."""
     digits = tuple(int(d) for d in config.augment_digits.split(",") if d)
     return Augmentation(config.augment, config.rotate, config.scale, config.shear, config.translate,
