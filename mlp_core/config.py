@@ -20,6 +20,8 @@ OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam", "adamw")
 SCHEDULES = ("cosine", "constant")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
+AUGMENTS = ("none", "affine", "elastic", "affine+elastic")  # see augment.py and docs/best.md
+PRESETS = ("default", "best", "quick")  # named flag sets, see presets.py
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,18 @@ class Config:
     steps_per_call: int = 0
     data_on_device: bool | None = None
     precision: str = "auto"
+    # Recipe (docs/best.md): a named preset, augmentation and the imbalance remedies.
+    preset: str = "default"
+    augment: str = "none"
+    rotate: float = 0.0
+    scale: float = 0.0
+    shear: float = 0.0
+    translate: float = 0.0
+    elastic_sigma: float = 4.0
+    elastic_alpha: float = 34.0
+    augment_digits: str = ""
+    class_weights: str = "none"
+    balance: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
@@ -169,6 +183,14 @@ def _run_name(text: str) -> str:
     return text
 
 
+def _digits(text: str) -> str:
+    """'9' or '3,5' (classes 0..9, kept as text in the Config); '' = every class."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    if not all(p.isdigit() and len(p) == 1 for p in parts):
+        raise argparse.ArgumentTypeError(f"must be digits like 9 or 3,5, got {text!r}")
+    return ",".join(sorted(set(parts)))
+
+
 def _parse(kind: type, text: str):
     try:
         return kind(text)
@@ -226,6 +248,28 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: Config = Config(
         help="tf.distribute: one device, all local GPUs (mirrored) or the TF_CONFIG cluster")
     add("--logical-cpus", type=_nonneg_int, default=d.logical_cpus,
         help="split the CPU into N logical devices (for mirrored without GPUs); 0 = no split")
+    _add_recipe_flags(add, d)
+
+
+def _add_recipe_flags(add, d: Config) -> None:
+    """Preset, augmentation strengths and the imbalance remedies (docs/best.md)."""
+    add("--preset", choices=PRESETS, default=d.preset,
+        help="a named set of flag values; flags given explicitly win")
+    add("--augment", choices=AUGMENTS, default=d.augment, help="distort training batches in-graph")
+    add("--rotate", type=_nonneg_float, default=d.rotate, help="max rotation, degrees")
+    add("--scale", type=_fraction, default=d.scale, help="max relative scaling, per axis")
+    add("--shear", type=_nonneg_float, default=d.shear, help="max horizontal shear, degrees")
+    add("--translate", type=_nonneg_float, default=d.translate, help="max shift, pixels")
+    add("--elastic-sigma", type=_positive_float, default=d.elastic_sigma,
+        help="elastic: Gaussian width of the displacement field, pixels")
+    add("--elastic-alpha", type=_nonneg_float, default=d.elastic_alpha,
+        help="elastic: scale of the displacement field, pixels")
+    add("--augment-digits", type=_digits, default=d.augment_digits,
+        help="augment only these classes, e.g. 9 or 3,5; default: all")
+    add("--class-weights", choices=("none", "balanced"), default=d.class_weights,
+        help="balanced: weight each example's loss by N / (10 * its class count)")
+    add("--balance", choices=("none", "oversample"), default=d.balance,
+        help="oversample: draw training batches with every class equally likely")
 
 
 def explicit_fields(argv: Sequence[str] | None = None) -> set[str]:

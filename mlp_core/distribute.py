@@ -184,6 +184,7 @@ def train_batches(ctx: RunContext, start_epoch: int,
         local = context.num_replicas_in_sync // context.num_input_pipelines
         first = context.input_pipeline_id * local
         return train_dataset(ctx.train, config.batch_size, config.seed, device, start_epoch,
-                             skip_batches, context.num_replicas_in_sync, range(first, first + local))
+                             skip_batches, context.num_replicas_in_sync, range(first, first + local),
+                             config.balance == "oversample")
 
     return trainer.strategy.distribute_datasets_from_function(worker_dataset)

@@ -14,7 +14,8 @@ from typing import Sequence
 import tensorflow as tf
 
 from mlp_core import data as mnist
-from mlp_core import fastpaths
+from mlp_core import augment, fastpaths
+from mlp_core.balance import balanced_class_weights
 from mlp_core.config import Config, with_overrides
 from mlp_core.checkpointing import Checkpointer, GracefulStop, restore_newest
 from mlp_core.console import ProgressBar
@@ -55,10 +56,12 @@ def build_trainer(config: Config, steps: int, train: mnist.Split | None = None,
     schedule = make_schedule(config.schedule, config.lr, warmup, steps * config.epochs)
     optimizer = make_optimizer(config.optimizer, model.trainable_variables, schedule,
                                config.momentum, config.weight_decay)
+    weights = balanced_class_weights(train.labels) if config.class_weights == "balanced" else ()
     loss = LossConfig(config.normalize, config.label_smoothing, config.l2, config.clip_norm,
-                      "float32" if config.precision == "auto" else config.precision)
-    data = DeviceData(train, config.batch_size, config.seed, device) if config.data_on_device else None
-    return Trainer(model, optimizer, loss, bool(config.jit_compile), data)
+                      "float32" if config.precision == "auto" else config.precision, weights)
+    data = DeviceData(train, config.batch_size, config.seed, device,
+                      config.balance == "oversample") if config.data_on_device else None
+    return Trainer(model, optimizer, loss, bool(config.jit_compile), data, augment.from_config(config))
 
 
 def load_splits(config: Config) -> tuple[mnist.Split, mnist.Split, mnist.Split]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from mlp_core.balance import oversampling_logits
 from mlp_core.data import IMAGE_SIDE, NUM_CLASSES, Split
 
 FEATURES = IMAGE_SIDE * IMAGE_SIDE
@@ -25,7 +26,7 @@ def flatten_and_one_hot(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor
 
 def train_dataset(split: Split, batch_size: int, seed: int, device: str | None = None,
                   start_epoch: int = 0, skip_batches: int = 0, replicas: int = 1,
-                  local_replicas: range = range(1)) -> tf.data.Dataset:
+                  local_replicas: range = range(1), balance: bool = False) -> tf.data.Dataset:
     """An endless stream of full batches; one epoch is len(split) // batch_size of them.
 
     The uint8 split is held once in memory (the cache); each epoch's order is a stateless
@@ -35,7 +36,8 @@ def train_dataset(split: Split, batch_size: int, seed: int, device: str | None =
 
     Under tf.distribute `batch_size` is the global batch: each is cut into `replicas` contiguous
     slices, and this input pipeline yields the slices of its `local_replicas`, one element each, so
-    the replicas together see exactly the batches of a one-device run.
+    the replicas together see exactly the batches of a one-device run. With `balance` each epoch
+    is a class-balanced draw with replacement instead of a permutation (see balance.py).
     """
     if batch_size > len(split):
         raise ValueError(f"batch size {batch_size} exceeds the {len(split)} training examples")
@@ -43,9 +45,10 @@ def train_dataset(split: Split, batch_size: int, seed: int, device: str | None =
         raise ValueError(f"batch size {batch_size} is not divisible by {replicas} replicas")
     images, labels = tf.constant(split.images), tf.constant(split.labels)
     steps, first, count = steps_per_epoch(split, batch_size), local_replicas.start, len(local_replicas)
+    logits = tf.constant(oversampling_logits(split.labels)) if balance else None
 
     def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-        order = epoch_order(len(split), steps * batch_size, seed, epoch)
+        order = epoch_order(len(split), steps * batch_size, seed, epoch, logits)
         slices = tf.reshape(order, [steps, replicas, -1])[:, first:first + count]
         return tf.data.Dataset.from_tensor_slices(tf.reshape(slices, [steps * count, -1]))
 
@@ -55,9 +58,12 @@ def train_dataset(split: Split, batch_size: int, seed: int, device: str | None =
     return _prefetch(ds, device)
 
 
-def epoch_order(size: int, length: int, seed: int, epoch) -> tf.Tensor:
-    """The first `length` indices of epoch `epoch`'s permutation of range(size): a pure function."""
+def epoch_order(size: int, length: int, seed: int, epoch, logits: tf.Tensor | None = None) -> tf.Tensor:
+    """The first `length` indices of epoch `epoch`'s permutation of range(size): a pure function.
+    With per-example `logits`, `length` indices drawn with replacement from their softmax."""
     seeds = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    if logits is not None:
+        return tf.random.stateless_categorical(logits[tf.newaxis], length, seeds, dtype=tf.int64)[0]
     return tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), seed=seeds)[:length]
 
 
@@ -86,9 +92,11 @@ class DeviceData(tf.Module):
     stateless permutation of (seed, epoch) that `train_dataset` uses, so both give the same batches.
     """
 
-    def __init__(self, split: Split, batch_size: int, seed: int, device: str | None = None):
+    def __init__(self, split: Split, batch_size: int, seed: int, device: str | None = None,
+                 balance: bool = False):
         super().__init__(name="device_data")
         self.batch_size, self.seed, self.size = batch_size, seed, len(split)
+        self.logits = tf.constant(oversampling_logits(split.labels)) if balance else None
         self.steps = steps_per_epoch(split, batch_size)
         with tf.device(device or "/CPU:0"):
             # Variables, not constants: XLA would otherwise compile the whole set into its program.
@@ -100,7 +108,8 @@ class DeviceData(tf.Module):
 
     def set_epoch(self, epoch: int) -> None:
         """Draw epoch `epoch`'s order (0-based), once per epoch, outside the compiled steps."""
-        self.order.assign(epoch_order(self.size, self.steps * self.batch_size, self.seed, epoch))
+        self.order.assign(epoch_order(self.size, self.steps * self.batch_size, self.seed, epoch,
+                                      self.logits))
 
     def batch(self, position: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Batch `position` (0-based within the epoch), in-graph."""

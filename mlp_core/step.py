@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import tensorflow as tf
 
+from mlp_core.augment import Augmentation
 from mlp_core.model import MLP
 from mlp_core.optim import Optimizer
 from mlp_core.pipeline import FEATURES, DeviceData
@@ -27,6 +28,7 @@ class LossConfig:
     l2: float = 0.0
     clip_norm: float = 0.0
     precision: str = "float32"
+    class_weights: tuple[float, ...] = ()  # per-class loss weights for training; () = all 1
 
 
 COMPUTE_DTYPES = {"float32": tf.float32, "mixed_float16": tf.float16, "mixed_bfloat16": tf.bfloat16}
@@ -116,8 +118,10 @@ class Trainer(tf.Module):
     """
 
     def __init__(self, model: MLP, optimizer: Optimizer, loss: LossConfig = LossConfig(),
-                 jit_compile: bool = False, device_data: DeviceData | None = None):
+                 jit_compile: bool = False, device_data: DeviceData | None = None,
+                 augment: Augmentation | None = None):
         super().__init__(name="trainer")
+        self.augment = augment or Augmentation()
         self.model, self.optimizer, self.loss = model, optimizer, loss
         self.compute_dtype = COMPUTE_DTYPES[loss.precision]
         self.loss_scale = LossScale() if loss.precision == "mixed_float16" else None
@@ -173,9 +177,11 @@ class Trainer(tf.Module):
                          tf.float32)
         return cross_entropy(logits, one_hot, self.loss.label_smoothing), logits
 
-    def replica_loss(self, losses: tf.Tensor) -> tf.Tensor:
+    def replica_loss(self, losses: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
         """This replica's share of the loss: summed over the replicas, the mean over the global
         batch plus the L2 penalty, i.e. the one-device loss (which it is on one device)."""
+        if self.loss.class_weights:
+            losses = losses * tf.linalg.matvec(one_hot, tf.constant(self.loss.class_weights))
         share = tf.nn.compute_average_loss(losses)
         if self.loss.l2 > 0:
             share += tf.nn.scale_regularization_loss(
@@ -192,9 +198,12 @@ class Trainer(tf.Module):
     def _replica_train_step(self, images: tf.Tensor, one_hot: tf.Tensor) -> dict[str, tf.Tensor]:
         """One replica's part of a step; with the all-reduce, every replica applies the same update."""
         variables = self.model.trainable_variables
+        if self.augment.active:  # before the step counter moves: the draws are keyed on it
+            replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+            images = self.augment.batch(images, one_hot, self.global_step, replica)
         with tf.GradientTape() as tape:
             losses, logits = self.per_example_loss(images, one_hot, training=True)
-            share = self.replica_loss(losses)
+            share = self.replica_loss(losses, one_hot)
             scaled = share * self.loss_scale.scale if self.loss_scale else share
         # Half-precision gradients go to float32 at once, like the master weights: the norm and
         # the update then run in float32 (CPUs compute elementwise bfloat16 through float32;

@@ -74,6 +74,8 @@ class TensorBoardObserver(Observer):
                                                   ctx.config.normalize)
             self._images(probabilities.argmax(1))
             write_pr_curves(self.monitor.labels, probabilities, step)
+        with self.writers["train"].as_default(step=step):
+            write_augmented_inputs(ctx, step)
         if self.histogram_every and epoch % self.histogram_every == 0:
             with self.writers["train"].as_default(step=step):
                 self._histograms(ctx)
@@ -112,6 +114,20 @@ class TensorBoardObserver(Observer):
         x = preprocess(images, ctx.config.normalize)
         for i, activation in enumerate(model.forward(x)[:-1]):
             tf.summary.histogram(f"activations/hidden_{i}", activation)
+
+
+def write_augmented_inputs(ctx: RunContext, step: int) -> None:
+    """The first training digits as the augmentation distorts them at `step`: the same digits at
+    every epoch end, so TensorBoard's step slider shows the distortions change. Nothing without
+    augmentation."""
+    augment = ctx.trainer.augment
+    if not augment.active:
+        return
+    images = ctx.train.images[:GRID]
+    warped = augment(tf.constant(images.reshape(len(images), -1)), tf.constant(step, tf.int64))
+    pixels = np.clip(np.round(warped.numpy()), 0, 255).astype(np.uint8).reshape(images.shape)
+    titles = [str(label) for label in ctx.train.labels[:GRID]]
+    tf.summary.image("augmented_inputs", png(digit_grid(pixels, titles)))
 
 
 def png(figure) -> tf.Tensor:

@@ -4,6 +4,7 @@
     python scripts/train.py --hidden 1024 --epochs 5 --optimizer nesterov --lr 0.05
     python scripts/train.py --run-name mine --resume   # continue a stopped or killed run
     python scripts/train.py --dry-run            # one quick epoch on 1,024 images
+    python scripts/train.py --preset best        # the recipe of docs/best.md
 """
 import sys
 from pathlib import Path
@@ -22,14 +23,19 @@ def main(argv: list[str] | None = None) -> int:
                         help="continue the run named by --run-name from its latest checkpoint")
     parser.add_argument("--dry-run", action="store_true", help="one epoch on 1,024 images")
     args = parser.parse_args(argv)
+    from mlp_core.presets import apply_preset, describe
+    explicit = explicit_fields(argv)
     config = config_from_args(args)
+    if not args.resume:  # a resumed run keeps its saved config, preset values included
+        config = apply_preset(config, explicit)
+        print(describe(config, explicit), file=sys.stderr)
     if args.dry_run:
         config = with_overrides(config, epochs=1, train_subset=1024)
     from mlp_core.console import summary  # TensorFlow loads only after the flags are valid
     from mlp_core.loop import train_and_evaluate
     from mlp_core.rundir import config_for_resume
     if args.resume:
-        config = config_for_resume(config, explicit_fields(argv))
+        config = config_for_resume(config, explicit)
     print(summary(train_and_evaluate(config, resume=args.resume)))
     return 0
 

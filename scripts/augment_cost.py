@@ -1,0 +1,35 @@
+"""Throughput of one model with and without the augmentation, timed in turns in one process.
+
+    python scripts/augment_cost.py --preset best             # the best recipe's model and distortions
+    python scripts/augment_cost.py --augment affine+elastic --rotate 8 --elastic-alpha 30
+"""
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from mlp_core.config import add_config_flags, config_from_args, explicit_fields  # noqa: E402
+from mlp_core.errors import run_main  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    add_config_flags(parser)
+    parser.add_argument("--rounds", type=int, default=7, help="turns of each variant")
+    args = parser.parse_args(argv)
+    from mlp_core.presets import apply_preset
+    config = apply_preset(config_from_args(args), explicit_fields(argv))
+    if config.augment == "none":
+        parser.error("give an --augment (or --preset best) to compare against none")
+    from mlp_core.augment_cost import augmentation_cost
+    result = augmentation_cost(config, args.rounds)
+    print(json.dumps(result, indent=2))
+    rates = list(result["examples_per_sec"].values())
+    print(f"augmentation costs {100 * (1 - rates[1] / rates[0]):.0f} % of the throughput", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_main(main))
