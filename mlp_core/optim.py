@@ -5,9 +5,8 @@ optimizer checkpoints with `tf.train.Checkpoint` and a compiled step that uses i
 The update rules follow `keras.optimizers` (tests compare them to 1e-6). Each is written out in
 `_reference_update`, which is what the tests and the curious read; the step runs `_fused_update`, the
 same rule as one of TensorFlow's fused training kernels (`tf.raw_ops.ResourceApply*`), which makes one
-pass over the variable and its slots instead of one per elementwise op. On the 2-core CPU that took
-the batch-128 step from 81k to 104k examples/s: the separate passes cost nearly as much as the
-backward pass.
+pass over the variable and its slots instead of one per elementwise op: on a small step the
+separate passes cost nearly as much as the backward pass (docs/throughput.md has the figures).
 """
 from __future__ import annotations
 

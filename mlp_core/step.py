@@ -154,8 +154,8 @@ class Trainer(tf.Module):
 
     def _loop_step(self):
         """The step a multi-step loop runs: inlined into the loop's graph (saves a nested function
-        call per step), or the XLA-compiled step (on this CPU the whole loop compiled by XLA ran at
-        5,300-5,900 examples/s, a graph loop around the compiled step at about 86,000)."""
+        call per step), or the XLA-compiled step: compiling the whole loop with XLA is far slower
+        on CPUs (docs/throughput.md), so the loop stays a graph loop."""
         return self.train_step if self.jit_compile else self._train_step
 
     def _train_loop(self, batches, count: tf.Tensor) -> dict[str, tf.Tensor]:
@@ -206,8 +206,8 @@ class Trainer(tf.Module):
             share = self.replica_loss(losses, one_hot)
             scaled = share * self.loss_scale.scale if self.loss_scale else share
         # Half-precision gradients go to float32 at once, like the master weights: the norm and
-        # the update then run in float32 (CPUs compute elementwise bfloat16 through float32;
-        # casting first took the bfloat16 step from 108k to 115k examples/s on the 2-core CPU).
+        # the update then run in float32 (CPUs compute elementwise bfloat16 through float32, so
+        # casting once first is faster than converting in every elementwise op).
         grads = [tf.cast(g, v.dtype) for g, v in zip(tape.gradient(scaled, variables), variables)]
         if self.loss_scale:
             grads = [g / self.loss_scale.scale for g in grads]
