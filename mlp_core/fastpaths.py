@@ -49,6 +49,12 @@ def device_defaults(device: str | None) -> dict:
     return GPU_DEFAULTS if _tensor_cores() else {**GPU_DEFAULTS, "precision": "float32"}
 
 
+def threading_settings() -> dict:
+    """TensorFlow's thread pools as set in this process (0: TensorFlow's own choice)."""
+    return {"inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads()}
+
+
 def describe(config: Config) -> str:
     """One line for the console: which fast paths this run uses."""
     return (f"fast paths: XLA {'on' if config.jit_compile else 'off'}, "
