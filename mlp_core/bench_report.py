@@ -15,12 +15,16 @@ def table(report: dict) -> str:
              f"{report['matmul_flops_per_sec'] / 1e9:.0f} GFLOP/s; {report['flops_per_example'] / 1e6:.2f} "
              "MFLOP per training example", f"best = {report['best']}", *roof_lines(report),
              f"{'variant':<16}{'batch':>6}{'examples/s':>12}{'spread':>8}{'min':>9}{'max':>9}"
-             f"{'vs keras':>10}{'of limit':>10}{'of roof':>9}{'of line':>9}{'matmul':>8}"]
+             f"{'vs keras':>10}{'of limit':>10}{'of roof':>9}{'in turns':>9}{'of line':>9}{'matmul':>8}"]
     lines += [f"{r['variant']:<16}{r['batch_size']:>6}{r['examples_per_sec']:>12,.0f}{r['spread']:>8,.0f}"
               f"{r['min']:>9,.0f}{r['max']:>9,.0f}{r['vs_keras_fit']:>9.2f}x"
               f"{100 * r['fraction_of_limit']:>9.1f}%{100 * r['fraction_of_dtype_roof']:>8.1f}%"
+              f"{100 * r['fraction_of_roof_in_turns']:>8.1f}%"
               f"{100 * r['fraction_of_roofline']:>8.1f}%{100 * r['matmul_share']:>7.0f}%"
               for r in report["results"]]
+    lines.append("of roof: of the compute roof of the variant's dtype; in turns: of the float32 "
+                 "roof timed in the same rounds; of line: of the roofline limit; matmul: the step's "
+                 "matmuls alone / the step")
     return "\n".join(lines + input_lines(report) + scaling_lines(report) + accuracy_lines(report))
 
 

@@ -77,15 +77,19 @@ def warmed_up(config: Config, train: Split, device: str | None, warmup: int):
 
 
 def custom_rates(configs: dict[str, Config], train: Split, device: str | None, steps: int,
-                 warmup: int, rounds: int = ROUNDS, profile: Path | None = None) -> dict[str, list[float]]:
-    """Examples/s of each config in each of `rounds` turns of `steps` steps."""
+                 warmup: int, rounds: int = ROUNDS, profile: Path | None = None,
+                 extra: dict | None = None) -> dict[str, list[float]]:
+    """Examples/s of each config in each of `rounds` turns of `steps` steps; `extra` rates
+    (name -> a function measuring one) take their turns in the same rounds."""
     runs = {name: warmed_up(config, train, device, warmup) for name, config in configs.items()}
-    rates = {name: [] for name in runs}
+    rates = {name: [] for name in [*runs, *(extra or {})]}
     for _ in range(rounds):
         for name, run in runs.items():
             start = time.perf_counter()
             run(steps)  # ends synchronized
             rates[name].append(steps * configs[name].batch_size / (time.perf_counter() - start))
+        for name, measure in (extra or {}).items():
+            rates[name].append(measure())
     if profile is not None:
         for name, run in runs.items():
             profiled_round(run, steps, profile / f"{name}-{configs[name].batch_size}")
@@ -240,12 +244,26 @@ def measure_batch(train: Split, batch: int, device: str | None, plan: Plan, limi
     base, steps = dataclasses.replace(REFERENCE, batch_size=batch), steps_for(plan, batch)
     # Keras before and after ours: a machine that drifts faster or slower affects both sides.
     epochs = keras_epoch_rates(base, train, steps, plan.rounds)
-    ours = custom_rates(configs, train, device, steps, plan.warmup, plan.rounds, plan.profile)
+    ours = custom_rates(configs, train, device, steps, plan.warmup, plan.rounds, plan.profile,
+                        {"roof": roof_in_turns(device, plan.roof_flops)})
     epochs += keras_epoch_rates(base, train, steps, plan.rounds)
-    keras_eps = float(np.median(epochs))
+    keras_eps, roof = float(np.median(epochs)), roofs.jitter(ours.pop("roof"))
     rows = [result_row("keras_fit", batch, epochs, keras_eps, base, limits)]
     rows += [result_row(name, batch, values, keras_eps, configs[name], limits) for name, values in ours.items()]
-    return rows, epochs
+    for row in rows:
+        row["fraction_of_roof_in_turns"] = row["examples_per_sec"] * training_flops(REFERENCE) / roof["median"]
+    return rows, epochs, roof
+
+
+def roof_in_turns(device: str | None, flops: float):
+    """A function timing the float32 square matmul once: taking its turn among the variants, it
+    gives a roof measured under the same load as they are (the machine may be shared)."""
+    n = min(2048, max(64, round((flops / 2) ** (1 / 3))))
+    big = [((n, n), (n, n), False, False)]
+    with tf.device(device or "/CPU:0"):
+        loop = roofs.matmul_loop(big, tf.float32)
+    repeats = max(3, round(flops / roofs.matmul_flops(big)))
+    return lambda: roofs.matmul_flops(big) / roofs.time_loop(loop, repeats)
 
 
 def run_benchmark(train: Split, plan: Plan, device: str | None) -> dict:
@@ -255,9 +273,9 @@ def run_benchmark(train: Split, plan: Plan, device: str | None) -> dict:
     limits = measure_roofs(plan, device)
     roof = limits["compute_flops_per_sec"]["float32"]["square"]
     limits["limit_examples_per_sec"] = {str(b): roof / training_flops(REFERENCE) for b in batches}
-    results, keras_epochs, inputs = [], {}, {}
+    results, keras_epochs, inputs, in_turns = [], {}, {}, {}
     for batch in batches:
-        rows, keras_epochs[str(batch)] = measure_batch(train, batch, device, plan, limits)
+        rows, keras_epochs[str(batch)], in_turns[str(batch)] = measure_batch(train, batch, device, plan, limits)
         results += rows
         inputs[str(batch)] = input_rates(train, batch, device, plan.input_batches, plan.rounds)
     return {"device": device_name(device), "tensorflow": tf.__version__, "keras": keras.__version__,
@@ -266,7 +284,8 @@ def run_benchmark(train: Split, plan: Plan, device: str | None) -> dict:
             "steps": plan.steps, "steps_per_round": {str(b): steps_for(plan, b) for b in batches},
             "warmup_steps": plan.warmup, "rounds": plan.rounds, "keras_fit_epochs": keras_epochs,
             "best": fastpaths.describe(variant_config("best", batches[0], device)),
-            "threading": fastpaths.threading_settings(), **limits, "input_pipeline": inputs,
+            "threading": fastpaths.threading_settings(), **limits, "roof_in_turns_flops_per_sec": in_turns,
+            "input_pipeline": inputs,
             "goals": goals(results), "results": results}
 
 
@@ -278,7 +297,8 @@ def goals(results: list[dict]) -> dict:
             best = out.get(str(row["batch_size"]))
             if best is None or row["examples_per_sec"] > best["examples_per_sec"]:
                 out[str(row["batch_size"])] = {k: row[k] for k in (
-                    "variant", "examples_per_sec", "fraction_of_dtype_roof", "vs_keras_fit")}
+                    "variant", "examples_per_sec", "fraction_of_dtype_roof", "fraction_of_roof_in_turns",
+                    "vs_keras_fit")}
     return out
 
 

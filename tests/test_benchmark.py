@@ -69,10 +69,10 @@ def test_steps_per_round_and_variants_per_batch():
 FIELDS = {"device", "tensorflow", "keras", "matmul_flops_per_sec", "flops_per_example",
           "limit_examples_per_sec", "limit_dtype", "steps", "steps_per_round", "warmup_steps", "rounds",
           "keras_fit_epochs", "best", "threading", "compute_flops_per_sec", "memory_bytes_per_sec",
-          "step_bytes", "roofline", "input_pipeline", "goals", "results"}
+          "step_bytes", "roofline", "roof_in_turns_flops_per_sec", "input_pipeline", "goals", "results"}
 ROW_FIELDS = {"variant", "batch_size", "examples_per_sec", "vs_keras_fit", "fraction_of_limit", "dtype",
               "fraction_of_dtype_roof", "roofline_limit_examples_per_sec", "bound", "fraction_of_roofline",
-              "matmul_share", "spread", "min", "max", "rounds"}
+              "matmul_share", "spread", "min", "max", "rounds", "fraction_of_roof_in_turns"}
 
 
 def test_a_tiny_sweep_has_every_field_and_draws_its_charts(tmp_path):
