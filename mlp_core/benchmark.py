@@ -381,9 +381,12 @@ def resolve_device(choice: str) -> str | None:
 
 
 def run_all(plan: Plan, device_choice: str, train_subset: int = 0, target: float | None = None,
-            seeds: int = 1, strategy: str = "default", logical_cpus: int = 0) -> dict:
+            seeds: int = 1, strategy: str = "default", logical_cpus: int = 0,
+            threads: tuple[int, int] | None = None) -> dict:
     """The whole benchmark as scripts/benchmark.py runs it."""
     from mlp_core.loop import load_splits
+    if threads is not None:
+        fastpaths.set_threads(*threads)
     device = resolve_device(device_choice)
     for batch in plan.batch_sizes:
         variants_at(plan, batch, device)  # unknown names fail before anything is timed

@@ -34,6 +34,13 @@ def accuracy(text: str) -> float:
     return value
 
 
+def threads(text: str) -> tuple[int, int]:
+    parts = text.split(",")
+    if len(parts) != 2 or not all(part.strip().isdigit() for part in parts):
+        raise argparse.ArgumentTypeError(f"must be INTER,INTRA (two integers >= 0), got {text!r}")
+    return int(parts[0]), int(parts[1])
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add = p.add_argument
@@ -58,6 +65,8 @@ def parser() -> argparse.ArgumentParser:
     add("--strategy", choices=("default", "mirrored"), default="default",
         help="mirrored: also measure scaling over 1..N replicas")
     add("--logical-cpus", type=_nonneg_int, default=0, help="without GPUs: scale over 1..N logical CPUs")
+    add("--threads", type=threads, metavar="INTER,INTRA",
+        help="TensorFlow's inter-op and intra-op thread pools (default: TensorFlow's choice)")
     add("--profile", type=Path, metavar="DIR", help="profile one more untimed round of each variant here")
     return p
 
@@ -69,7 +78,7 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(tuple(args.batch_sizes), args.steps, args.warmup, args.rounds, args.round_examples,
                 args.variants, args.sweep_variants, tuple(args.full_at), args.input_batches, args.profile)
     report = run_all(plan, args.device, args.train_subset, args.time_to_accuracy, args.seeds,
-                     args.strategy, args.logical_cpus)
+                     args.strategy, args.logical_cpus, args.threads)
     report["command"] = "scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print(table(report))
     if args.json:

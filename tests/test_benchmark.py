@@ -114,3 +114,11 @@ def test_time_to_accuracy_gives_one_time_per_seed(tmp_path):
 def test_script_rejects_an_unknown_variant_in_one_line():
     assert_clean_error(run_script("benchmark.py", "--variants", "nope", "--train-subset", "256",
                                   "--batch-sizes", "32"), "error:", "nope")
+
+
+def test_thread_pools_cannot_be_resized_once_tensorflow_runs():
+    import tensorflow as tf
+    from mlp_core.fastpaths import set_threads
+    tf.constant(1.0) + 1.0  # TensorFlow has set up its devices
+    with pytest.raises(UserError, match="thread pools"):
+        set_threads(2, 1)
