@@ -123,7 +123,7 @@ def best_seconds(run, repeats: int, rounds: int = 3) -> float:
 
 
 def matmul_rates(config: Config, batch_sizes: list[int], dtype: str, device: str,
-                 square: int = 2048, flops: float = 2e10) -> dict:
+                 square: int = 2048, flops: float = 1e10) -> dict:
     """FLOP/s of one large square product and of the reference step's products per batch size
     (each loop long enough for about `flops` FLOPs, so the clock's resolution does not matter)."""
     with tf.device(device):

@@ -183,7 +183,8 @@ class Plan:
     full_at: tuple[int, ...] = (128, 512)
     input_batches: int = 200
     profile: Path | None = None
-    roof_flops: float = 2e10  # FLOPs per roof timing (small in tests)
+    scaling_batch: int = 128  # per replica
+    roof_flops: float = 1e10  # FLOPs per roof timing (small in tests)
     roof_megabytes: int = 256  # buffer size of the memory roof (far beyond the caches)
 
 
@@ -395,7 +396,7 @@ def run_all(plan: Plan, device_choice: str, train_subset: int = 0, target: float
     report = run_benchmark(train, plan, device)
     if strategy == "mirrored":
         replicas = list(range(1, max(logical_cpus, len(tf.config.list_physical_devices("GPU")), 1) + 1))
-        report["scaling"] = scaling(replicas, min(plan.batch_sizes), steps_for(plan, min(plan.batch_sizes)),
+        report["scaling"] = scaling(replicas, plan.scaling_batch, steps_for(plan, plan.scaling_batch),
                                     plan.rounds, train_subset)
     if target is not None:
         config = dataclasses.replace(Config(), train_subset=train_subset)

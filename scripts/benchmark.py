@@ -65,6 +65,7 @@ def parser() -> argparse.ArgumentParser:
     add("--strategy", choices=("default", "mirrored"), default="default",
         help="mirrored: also measure scaling over 1..N replicas")
     add("--logical-cpus", type=_nonneg_int, default=0, help="without GPUs: scale over 1..N logical CPUs")
+    add("--scaling-batch", type=_positive_int, default=128, help="per-replica batch of the scaling runs")
     add("--threads", type=threads, metavar="INTER,INTRA",
         help="TensorFlow's inter-op and intra-op thread pools (default: TensorFlow's choice)")
     add("--profile", type=Path, metavar="DIR", help="profile one more untimed round of each variant here")
@@ -75,8 +76,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     from mlp_core.bench_report import save_plot, save_roofline_plot, save_sweep_plot, table
     from mlp_core.benchmark import Plan, run_all
-    plan = Plan(tuple(args.batch_sizes), args.steps, args.warmup, args.rounds, args.round_examples,
-                args.variants, args.sweep_variants, tuple(args.full_at), args.input_batches, args.profile)
+    plan = Plan(batch_sizes=tuple(args.batch_sizes), steps=args.steps, warmup=args.warmup,
+                rounds=args.rounds, round_examples=args.round_examples, variants=args.variants,
+                sweep_variants=args.sweep_variants, full_at=tuple(args.full_at),
+                input_batches=args.input_batches, profile=args.profile, scaling_batch=args.scaling_batch)
     report = run_all(plan, args.device, args.train_subset, args.time_to_accuracy, args.seeds,
                      args.strategy, args.logical_cpus, args.threads)
     report["command"] = "scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
