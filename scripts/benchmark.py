@@ -55,6 +55,7 @@ def parser() -> argparse.ArgumentParser:
     add("--sweep-variants", type=names, default=(),
         help="the variants at batch sizes outside --full-at (default: the same as --variants)")
     add("--full-at", type=batch_sizes, default=[128, 512], help="batch sizes that run every variant")
+    add("--roof-flops", type=float, default=1e10, help="FLOPs per timing of a compute roof")
     add("--input-batches", type=_positive_int, default=200, help="batches per round of the input pipeline alone")
     add("--train-subset", type=_nonneg_int, default=0, help="use the first N images only")
     add("--json", type=Path, help="write the results here")
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     plan = Plan(batch_sizes=tuple(args.batch_sizes), steps=args.steps, warmup=args.warmup,
                 rounds=args.rounds, round_examples=args.round_examples, variants=args.variants,
                 sweep_variants=args.sweep_variants, full_at=tuple(args.full_at),
-                input_batches=args.input_batches, profile=args.profile, scaling_batch=args.scaling_batch)
+                input_batches=args.input_batches, profile=args.profile, scaling_batch=args.scaling_batch,
+                roof_flops=args.roof_flops)
     report = run_all(plan, args.device, args.train_subset, args.time_to_accuracy, args.seeds,
                      args.strategy, args.logical_cpus, args.threads)
     report["command"] = "scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
