@@ -11,13 +11,16 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+from contextlib import nullcontext
 from pathlib import Path
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from mlp_core import bench_roofs as roofs
 from mlp_core import fastpaths
+from mlp_core.bench_modes import input_rates, scaling, time_to_accuracy
 from mlp_core.config import Config
 from mlp_core.data import Split
 from mlp_core.errors import UserError
@@ -53,19 +56,6 @@ def training_flops(config: Config) -> int:
     return 6 * sum(weights) - 2 * weights[0]
 
 
-def matmul_rate(device: str, n: int = 2048, repeats: int = 20) -> float:
-    """FLOP/s of a large float32 matrix multiply on `device`: the compute roof."""
-    with tf.device(device):
-        a = b = tf.random.stateless_uniform([n, n], seed=[0, 0])
-        matmul = tf.function(lambda x, y: tf.matmul(x, y))
-        matmul(a, b).numpy()
-        start = time.perf_counter()
-        for _ in range(repeats):
-            c = matmul(a, b)
-        c.numpy()
-    return 2 * n ** 3 * repeats / (time.perf_counter() - start)
-
-
 def variant_config(name: str, batch_size: int, device: str | None) -> Config:
     """The reference config with variant `name`'s fast paths; "best*" start from the device's."""
     base = dataclasses.replace(REFERENCE, batch_size=batch_size)
@@ -88,24 +78,42 @@ def warmed_up(config: Config, train: Split, device: str | None, warmup: int):
 
 
 def custom_rates(configs: dict[str, Config], train: Split, device: str | None, steps: int,
-                 warmup: int, rounds: int = ROUNDS) -> dict[str, float]:
-    """Median examples/s of each config over `rounds` turns of `steps` steps."""
+                 warmup: int, rounds: int = ROUNDS, profile: Path | None = None,
+                 extra: dict | None = None) -> dict[str, list[float]]:
+    """Examples/s of each config in each of `rounds` turns of `steps` steps; `extra` rates
+    (name -> a function measuring one) take their turns in the same rounds."""
     runs = {name: warmed_up(config, train, device, warmup) for name, config in configs.items()}
-    rates = {name: [] for name in runs}
+    rates = {name: [] for name in [*runs, *(extra or {})]}
     for _ in range(rounds):
         for name, run in runs.items():
             start = time.perf_counter()
             run(steps)  # ends synchronized
             rates[name].append(steps * configs[name].batch_size / (time.perf_counter() - start))
-    return {name: float(np.median(values)) for name, values in rates.items()}
+        for name, measure in (extra or {}).items():
+            rates[name].append(measure())
+    if profile is not None:
+        for name, run in runs.items():
+            profiled_round(run, steps, profile / f"{name}-{configs[name].batch_size}")
+    return rates
+
+
+def profiled_round(run, steps: int, logdir: Path) -> None:
+    """One more round, untimed, under tf.profiler with a step marker per call (TensorBoard's
+    Profile tab reads `logdir`); untimed because tracing slows the step."""
+    tf.profiler.experimental.start(str(logdir))
+    try:
+        run(steps, trace=True)
+    finally:
+        tf.profiler.experimental.stop()
 
 
 def _stepper(trainer, batches, per_call: int, observers: list):
     """A function that runs n steps in calls of `per_call` and waits for the device at the end."""
-    def run(n: int) -> None:
+    def run(n: int, trace: bool = False) -> None:
         done = int(trainer.global_step.numpy())
         for step in range(done, done + n, per_call):
-            outputs = trainer.train_steps(batches, min(per_call, done + n - step))
+            with tf.profiler.experimental.Trace("train", step_num=step, _r=1) if trace else nullcontext():
+                outputs = trainer.train_steps(batches, min(per_call, done + n - step))
             for observer, ctx in observers:
                 observer.on_step_end(ctx, step + per_call, outputs)
         float(outputs["loss"].numpy())
@@ -142,16 +150,16 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds = getattr(self, "seconds", []) + [time.perf_counter() - self.start]
 
 
-def keras_epoch_rates(config: Config, train: Split, steps: int) -> list[float]:
+def keras_epoch_rates(config: Config, train: Split, steps: int, rounds: int = ROUNDS) -> list[float]:
     """Examples/s of each steady-state epoch of `model.fit` on normalized float32 arrays.
 
     fit runs whole epochs, as its users do: one to warm up, then enough to cover `steps` about
-    `ROUNDS` / 2 times over (the benchmark calls this twice, before and after our variants).
+    `rounds` / 2 times over (the benchmark calls this twice, before and after our variants).
     """
     keras.utils.set_random_seed(config.seed)
     images, labels = (t.numpy() for t in flatten_and_one_hot(train.images, train.labels))
     x, model, timer = images.astype(np.float32) / 255.0, keras_model(config), EpochTimer()
-    epochs = 1 + max(ROUNDS // 2 + 1, round(ROUNDS * steps * config.batch_size / len(x) / 2))
+    epochs = 1 + max(rounds // 2 + 1, round(rounds * steps * config.batch_size / len(x) / 2))
     model.fit(x, labels, batch_size=config.batch_size, epochs=epochs, verbose=0, callbacks=[timer])
     return [len(x) / seconds for seconds in timer.seconds[1:]]
 
@@ -162,31 +170,138 @@ def variants_for(device: str | None) -> list[str]:
     return [name for name in VARIANTS if name != "mixed_float16" or gpu]
 
 
-def run_benchmark(train: Split, batch_sizes: list[int], device: str | None, steps: int,
-                  warmup: int, variants: list[str] | None = None) -> dict:
-    """Every variant at every batch size, with Keras fit and the compute-bound limit beside them."""
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What one benchmark run measures (scripts/benchmark.py's flags)."""
+
+    batch_sizes: tuple[int, ...] = (128, 512)
+    steps: int = 600
+    warmup: int = 50
+    rounds: int = ROUNDS
+    round_examples: int = 0  # > 0: each round runs about this many examples at every batch size
+    variants: tuple[str, ...] = ()  # () = every variant of the device
+    sweep_variants: tuple[str, ...] = ()  # at batch sizes outside full_at; () = `variants`
+    full_at: tuple[int, ...] = (128, 512)
+    input_batches: int = 200
+    profile: Path | None = None
+    scaling_batch: int = 128  # per replica
+    roof_flops: float = 1e10  # FLOPs per roof timing (small in tests)
+    roof_megabytes: int = 256  # buffer size of the memory roof (far beyond the caches)
+
+
+def steps_for(plan: Plan, batch: int) -> int:
+    """Steps per round: --steps, or enough for --round-examples, a multiple of 16 steps per call."""
+    if not plan.round_examples:
+        return plan.steps
+    return max(16, -(-plan.round_examples // (16 * batch)) * 16)
+
+
+def variants_at(plan: Plan, batch: int, device: str | None) -> list[str]:
+    """All chosen variants at the detailed batch sizes, the sweep's few elsewhere."""
+    names = list(plan.variants) or variants_for(device)
+    if batch not in plan.full_at and plan.sweep_variants:
+        names = list(plan.sweep_variants)
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise UserError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    return names
+
+
+def measure_roofs(plan: Plan, device: str | None) -> dict:
+    """Compute roofs per dtype, the memory roof, the step's bytes and the roofline per batch size."""
+    target = device or "/CPU:0"
+    dtypes = ["float32", "bfloat16"] + (["float16"] if "GPU" in target.upper() else [])
+    batch_sizes = list(plan.batch_sizes)
+    compute = {dtype: roofs.matmul_rates(REFERENCE, batch_sizes, dtype, target, flops=plan.roof_flops)
+               for dtype in dtypes}
+    memory = roofs.memory_rates(target, plan.roof_megabytes)
+    bandwidth = max(memory.values())
+    line = {dtype: {str(b): roofs.roofline(REFERENCE, b, compute[dtype]["square"], bandwidth,
+                                           roofs.DTYPES[dtype].size) for b in batch_sizes}
+            for dtype in dtypes}
+    return {"compute_flops_per_sec": compute, "memory_bytes_per_sec": {**memory, "roof": bandwidth},
+            "step_bytes": {str(b): roofs.step_bytes(REFERENCE, b) for b in batch_sizes},
+            "roofline": line}
+
+
+def result_row(name: str, batch: int, samples: list[float], keras_eps: float, config: Config,
+               limits: dict) -> dict:
+    """One variant at one batch size: median and jitter, against Keras fit, the float32 compute
+    limit (the old field), its own dtype's compute roof and the roofline, and its matmul share."""
+    stats, dtype = roofs.jitter(samples), roofs.PRECISION_DTYPE[config.precision]
+    eps, line = stats["median"], limits["roofline"][dtype][str(batch)]
+    matmul_seconds = limits["compute_flops_per_sec"][dtype][str(batch)]["seconds"]
+    return {"variant": name, "batch_size": batch, "examples_per_sec": eps, "vs_keras_fit": eps / keras_eps,
+            "fraction_of_limit": eps / limits["limit_examples_per_sec"][str(batch)], "dtype": dtype,
+            "fraction_of_dtype_roof": eps / line["compute_bound_examples_per_sec"],
+            "roofline_limit_examples_per_sec": line["limit_examples_per_sec"], "bound": line["bound"],
+            "fraction_of_roofline": eps / line["limit_examples_per_sec"],
+            "matmul_share": matmul_seconds / (batch / eps), "spread": stats["spread"],
+            "min": stats["min"], "max": stats["max"], "rounds": stats["samples"]}
+
+
+def measure_batch(train: Split, batch: int, device: str | None, plan: Plan, limits: dict) -> tuple:
+    """Keras fit before and after our variants, all timed in turns; rows and Keras's epochs."""
+    configs = {name: variant_config(name, batch, device) for name in variants_at(plan, batch, device)}
+    base, steps = dataclasses.replace(REFERENCE, batch_size=batch), steps_for(plan, batch)
+    # Keras before and after ours: a machine that drifts faster or slower affects both sides.
+    epochs = keras_epoch_rates(base, train, steps, plan.rounds)
+    ours = custom_rates(configs, train, device, steps, plan.warmup, plan.rounds, plan.profile,
+                        {"roof": roof_in_turns(device, plan.roof_flops)})
+    epochs += keras_epoch_rates(base, train, steps, plan.rounds)
+    keras_eps, roof = float(np.median(epochs)), roofs.jitter(ours.pop("roof"))
+    rows = [result_row("keras_fit", batch, epochs, keras_eps, base, limits)]
+    rows += [result_row(name, batch, values, keras_eps, configs[name], limits) for name, values in ours.items()]
+    for row in rows:
+        row["fraction_of_roof_in_turns"] = row["examples_per_sec"] * training_flops(REFERENCE) / roof["median"]
+    return rows, epochs, roof
+
+
+def roof_in_turns(device: str | None, flops: float):
+    """A function timing the float32 square matmul once: taking its turn among the variants, it
+    gives a roof measured under the same load as they are (the machine may be shared)."""
+    n = min(2048, max(64, round((flops / 2) ** (1 / 3))))
+    big = [((n, n), (n, n), False, False)]
+    with tf.device(device or "/CPU:0"):
+        loop = roofs.matmul_loop(big, tf.float32)
+    repeats = max(3, round(flops / roofs.matmul_flops(big)))
+    return lambda: roofs.matmul_flops(big) / roofs.time_loop(loop, repeats)
+
+
+def run_benchmark(train: Split, plan: Plan, device: str | None) -> dict:
+    """Every variant at every batch size, with Keras fit, the roofs and the input pipeline."""
     tf.config.experimental.enable_op_determinism()
-    roof = matmul_rate(device or "/CPU:0")
-    results, limits, keras_epochs = [], {}, {}
-    for batch in batch_sizes:
-        base = dataclasses.replace(REFERENCE, batch_size=batch)
-        limits[str(batch)] = roof / training_flops(base)
-        configs = {name: variant_config(name, batch, device) for name in variants or variants_for(device)}
-        # Keras before and after ours: a machine that drifts faster or slower affects both sides.
-        before = keras_epoch_rates(base, train, steps)
-        ours = custom_rates(configs, train, device, steps, warmup)
-        keras_epochs[str(batch)] = before + keras_epoch_rates(base, train, steps)
-        keras_eps = float(np.median(keras_epochs[str(batch)]))
-        measured = {"keras_fit": keras_eps} | ours
-        results += [{"variant": name, "batch_size": batch, "examples_per_sec": eps,
-                     "vs_keras_fit": eps / keras_eps, "fraction_of_limit": eps / limits[str(batch)]}
-                    for name, eps in measured.items()]
+    batches = list(plan.batch_sizes)
+    limits = measure_roofs(plan, device)
+    roof = limits["compute_flops_per_sec"]["float32"]["square"]
+    limits["limit_examples_per_sec"] = {str(b): roof / training_flops(REFERENCE) for b in batches}
+    results, keras_epochs, inputs, in_turns = [], {}, {}, {}
+    for batch in batches:
+        rows, keras_epochs[str(batch)], in_turns[str(batch)] = measure_batch(train, batch, device, plan, limits)
+        results += rows
+        inputs[str(batch)] = input_rates(train, batch, device, plan.input_batches, plan.rounds)
     return {"device": device_name(device), "tensorflow": tf.__version__, "keras": keras.__version__,
             "matmul_flops_per_sec": roof, "flops_per_example": training_flops(REFERENCE),
-            "limit_examples_per_sec": limits, "limit_dtype": "float32", "steps": steps,
-            "warmup_steps": warmup, "rounds": ROUNDS, "keras_fit_epochs": keras_epochs,
-            "best": fastpaths.describe(variant_config("best", batch_sizes[0], device)),
-            "results": results}
+            "limit_examples_per_sec": limits.pop("limit_examples_per_sec"), "limit_dtype": "float32",
+            "steps": plan.steps, "steps_per_round": {str(b): steps_for(plan, b) for b in batches},
+            "warmup_steps": plan.warmup, "rounds": plan.rounds, "keras_fit_epochs": keras_epochs,
+            "best": fastpaths.describe(variant_config("best", batches[0], device)),
+            "threading": fastpaths.threading_settings(), **limits, "roof_in_turns_flops_per_sec": in_turns,
+            "input_pipeline": inputs,
+            "goals": goals(results), "results": results}
+
+
+def goals(results: list[dict]) -> dict:
+    """Per batch size, the best float32 variant: its fraction of the float32 roof and vs Keras fit."""
+    out = {}
+    for row in results:
+        if row["dtype"] == "float32" and row["variant"] != "keras_fit":
+            best = out.get(str(row["batch_size"]))
+            if best is None or row["examples_per_sec"] > best["examples_per_sec"]:
+                out[str(row["batch_size"])] = {k: row[k] for k in (
+                    "variant", "examples_per_sec", "fraction_of_dtype_roof", "fraction_of_roof_in_turns",
+                    "vs_keras_fit")}
+    return out
 
 
 def device_name(device: str | None) -> str:
@@ -233,6 +348,7 @@ def custom_time_to_accuracy(target: float, config: Config, device: str | None) -
 def keras_time_to_accuracy(target: float, config: Config) -> dict:
     """The same model, dropout, AdamW and warm-up + cosine schedule in Keras `fit`."""
     from mlp_core.loop import load_splits
+    start = time.perf_counter()  # before the data is touched, as for ours
     keras.utils.set_random_seed(config.seed)
     train, val, _ = load_splits(config)
     x, y = (t.numpy() for t in flatten_and_one_hot(train.images, train.labels))
@@ -249,7 +365,6 @@ def keras_time_to_accuracy(target: float, config: Config) -> dict:
                   loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
     reached = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(
         model, "stop_training", logs["val_accuracy"] >= target))
-    start = time.perf_counter()
     history = model.fit(x.astype(np.float32) / 255.0, y, batch_size=config.batch_size,
                         epochs=config.epochs, validation_data=(vx.astype(np.float32) / 255.0, vy),
                         callbacks=[reached], verbose=0)
@@ -267,54 +382,25 @@ def resolve_device(choice: str) -> str | None:
     return "/GPU:0" if choice == "gpu" else default_device()
 
 
-def run_all(batch_sizes: list[int], device_choice: str, steps: int, warmup: int,
-            train_subset: int = 0, target: float | None = None) -> dict:
+def run_all(plan: Plan, device_choice: str, train_subset: int = 0, target: float | None = None,
+            seeds: int = 1, strategy: str = "default", logical_cpus: int = 0,
+            threads: tuple[int, int] | None = None) -> dict:
     """The whole benchmark as scripts/benchmark.py runs it."""
     from mlp_core.loop import load_splits
+    if threads is not None:
+        fastpaths.set_threads(*threads)
     device = resolve_device(device_choice)
-    train, _, _ = load_splits(dataclasses.replace(REFERENCE, train_subset=train_subset))
-    report = run_benchmark(train, batch_sizes, device, steps, warmup)
+    for batch in plan.batch_sizes:
+        variants_at(plan, batch, device)  # unknown names fail before anything is timed
+    train, _, _ = load_splits(dataclasses.replace(REFERENCE, train_subset=train_subset,
+                                                  batch_size=max(plan.batch_sizes)))
+    report = run_benchmark(train, plan, device)
+    if strategy == "mirrored":
+        replicas = list(range(1, max(logical_cpus, len(tf.config.list_physical_devices("GPU")), 1) + 1))
+        report["scaling"] = scaling(replicas, plan.scaling_batch, steps_for(plan, plan.scaling_batch),
+                                    plan.rounds, train_subset)
     if target is not None:
         config = dataclasses.replace(Config(), train_subset=train_subset)
-        ours, theirs = custom_time_to_accuracy(target, config, device), keras_time_to_accuracy(target, config)
-        report["time_to_accuracy"] = {"target": target, "custom": ours, "keras_fit": theirs,
-                                      "speedup": theirs["seconds"] / ours["seconds"]}
+        report["time_to_accuracy"] = time_to_accuracy(target, config, device, seeds)
     return report
 
-
-def table(report: dict) -> str:
-    """The results as a fixed-width table."""
-    lines = [f"{report['device']}; TensorFlow {report['tensorflow']}; matmul "
-             f"{report['matmul_flops_per_sec'] / 1e9:.0f} GFLOP/s; {report['flops_per_example'] / 1e6:.2f} "
-             "MFLOP per training example", f"best = {report['best']}",
-             f"{'variant':<16}{'batch':>6}{'examples/s':>12}{'vs keras':>10}{'of limit':>10}"]
-    lines += [f"{r['variant']:<16}{r['batch_size']:>6}{r['examples_per_sec']:>12,.0f}"
-              f"{r['vs_keras_fit']:>9.2f}x{100 * r['fraction_of_limit']:>9.1f}%" for r in report["results"]]
-    if "time_to_accuracy" in report:
-        t = report["time_to_accuracy"]
-        lines.append(f"time to {100 * t['target']:.1f} % validation accuracy: {t['custom']['seconds']:.1f} s "
-                     f"(epoch {t['custom']['epochs']}) vs Keras fit {t['keras_fit']['seconds']:.1f} s "
-                     f"(epoch {t['keras_fit']['epochs']}): {t['speedup']:.2f}x")
-    return "\n".join(lines)
-
-
-def save_plot(report: dict, path: str | Path) -> Path:
-    """Bars of examples/s per variant, one group per batch size, the limit as a dashed line."""
-    import matplotlib.pyplot as plt
-    from mlp_core.figures import save_figure
-    batches = sorted({r["batch_size"] for r in report["results"]})
-    fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4), squeeze=False)
-    for ax, batch in zip(axes[0], batches):
-        rows = [r for r in report["results"] if r["batch_size"] == batch]
-        ax.barh([r["variant"] for r in rows], [r["examples_per_sec"] for r in rows],
-                color=["gray" if r["variant"] == "keras_fit" else "tab:blue" for r in rows])
-        ax.axvline(report["limit_examples_per_sec"][str(batch)], color="red", linestyle="--",
-                   label="float32 compute-bound limit")
-        ax.set(title=f"batch {batch}", xlabel="training examples/s")
-        ax.xaxis.set_major_formatter(lambda value, _: f"{value / 1000:.0f}k")
-        ax.invert_yaxis()
-        ax.set_xlim(0, 1.5 * max(report["limit_examples_per_sec"][str(batch)],
-                                 *(r["examples_per_sec"] for r in rows)))  # room for the legend
-        ax.legend(loc="upper right")
-    fig.tight_layout()
-    return save_figure(fig, path)

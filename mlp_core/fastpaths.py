@@ -13,7 +13,7 @@ import tensorflow as tf
 from mlp_core.config import Config
 from mlp_core.errors import UserError
 
-# Measured on the 2-core CPU with scripts/benchmark.py (see README, Throughput). The GPU choice is
+# Measured on the 2-core CPU with scripts/benchmark.py (see docs/throughput.md). The GPU choice is
 # the usual one for an MLP this size and was NOT measured here (no GPU was available).
 CPU_DEFAULTS = dict(jit_compile=False, steps_per_call=16, data_on_device=True, precision="float32")
 # CPUs with bfloat16 dot-product instructions multiply bfloat16 matrices faster than float32 ones
@@ -47,6 +47,22 @@ def device_defaults(device: str | None) -> dict:
     if not device or "GPU" not in device.upper():
         return {**CPU_DEFAULTS, "precision": "mixed_bfloat16"} if cpu_has_bf16() else CPU_DEFAULTS
     return GPU_DEFAULTS if _tensor_cores() else {**GPU_DEFAULTS, "precision": "float32"}
+
+
+def set_threads(inter_op: int, intra_op: int) -> None:
+    """Size TensorFlow's thread pools (0: its own choice): how many ops run at once, and how many
+    threads one op (a matmul) splits over. Only before TensorFlow has set up its devices."""
+    try:
+        tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+        tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    except RuntimeError:
+        raise UserError("the thread pools can be sized only before TensorFlow sets up its devices") from None
+
+
+def threading_settings() -> dict:
+    """TensorFlow's thread pools as set in this process (0: TensorFlow's own choice)."""
+    return {"inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+            "intra_op": tf.config.threading.get_intra_op_parallelism_threads()}
 
 
 def describe(config: Config) -> str:

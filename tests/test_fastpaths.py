@@ -95,7 +95,8 @@ def test_bfloat16_is_chosen_only_on_cpus_that_have_it(tmp_path):
 def test_benchmark_json_is_well_formed(tmp_path):
     out = tmp_path / "bench.json"
     result = run_script("benchmark.py", "--batch-sizes", "32,64", "--steps", "4", "--warmup", "2",
-                        "--train-subset", "2048", "--json", str(out))
+                        "--train-subset", "2048", "--json", str(out), "--roof-flops", "1e8",
+                        "--input-batches", "2")
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert {"device", "tensorflow", "limit_examples_per_sec", "results"} <= set(report)
@@ -104,8 +105,8 @@ def test_benchmark_json_is_well_formed(tmp_path):
     assert {"keras_fit", "plain", "xla", "steps_per_call", "data_on_device", "best",
             "best_summaries", "mixed_bfloat16"} <= variants
     for row in report["results"]:
-        assert set(row) == {"variant", "batch_size", "examples_per_sec", "vs_keras_fit",
-                            "fraction_of_limit"}
+        assert {"variant", "batch_size", "examples_per_sec", "vs_keras_fit",
+                "fraction_of_limit"} <= set(row)
         assert row["examples_per_sec"] > 0 and row["batch_size"] in (32, 64)
     keras = [r for r in report["results"] if r["variant"] == "keras_fit"]
     assert [r["vs_keras_fit"] for r in keras] == [1.0, 1.0]

@@ -1,0 +1,124 @@
+"""The benchmark's arithmetic, statistics and modes, on tiny settings (never its timings)."""
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+
+from mlp_core import bench_modes, bench_roofs
+from mlp_core.bench_report import save_plot, save_roofline_plot, save_sweep_plot, table
+from mlp_core.benchmark import REFERENCE, Plan, run_benchmark, steps_for, training_flops, variants_at
+from mlp_core.errors import UserError
+from mlp_core.loop import load_splits
+from tests.conftest import assert_clean_error, run_script, tiny_config
+
+TINY = dataclasses.replace(REFERENCE, hidden=(2,))  # 784-2-10
+
+
+def test_flops_of_a_tiny_mlp_by_hand():
+    # forward 2*(784*2 + 2*10); weight gradients the same; input gradient of the second layer only
+    by_hand = 2 * (1568 + 20) + 2 * (1568 + 20) + 2 * 20
+    assert training_flops(TINY) == by_hand == 6392
+    shapes = bench_roofs.step_matmul_shapes(TINY, batch=10)
+    assert len(shapes) == 5
+    assert bench_roofs.matmul_flops(shapes) == 10 * by_hand
+
+
+def test_bytes_and_roofline_of_a_tiny_mlp_by_hand():
+    assert bench_roofs.parameter_count(TINY) == 784 * 2 + 2 + 2 * 10 + 10 == 1600
+    moved = bench_roofs.step_bytes(TINY, batch=10)
+    # Adam: read weight, 2 slots and gradient, write weight and 2 slots: 7 float32 per parameter
+    assert moved["parameters"] == 1600 * 7 * 4 == 44800
+    # pixels (uint8) + one-hot (float32) + 12 outputs written, read, and their gradients the same
+    assert moved["per_example"] == 784 + 40 + 12 * 4 * 4 == 1016
+    assert moved["total"] == 44800 + 10 * 1016
+    # compute takes 0.01 s per step, memory 0.02 s: memory-bound, 10 examples / 0.02 s
+    line = bench_roofs.roofline(TINY, 10, flops_per_sec=6392 * 10 / 0.01, bytes_per_sec=54960 / 0.02)
+    assert line["bound"] == "memory"
+    assert line["limit_examples_per_sec"] == pytest.approx(500)
+    assert line["compute_bound_examples_per_sec"] == pytest.approx(1000)
+    assert bench_roofs.step_bytes(TINY, 10, act_bytes=2)["per_example"] == 784 + 40 + 12 * 4 * 2
+
+
+def test_jitter_on_known_numbers():
+    stats = bench_roofs.jitter([3.0, 1.0, 100.0, 2.0, 4.0])
+    # median 3; absolute deviations 0, 2, 97, 1, 1 -> median 1
+    assert stats["median"] == 3.0 and stats["spread"] == pytest.approx(1.4826)
+    assert (stats["min"], stats["max"]) == (1.0, 100.0)
+
+
+def test_olympic_mean_and_time_stats():
+    assert bench_modes.olympic_mean([5.0, 1.0, 3.0, 9.0]) == 4.0
+    assert bench_modes.olympic_mean([2.0, 4.0]) == 3.0
+    stats = bench_modes.time_stats([{"seconds": 5.0, "epochs": 2}, {"seconds": 1.0, "epochs": 1},
+                                    {"seconds": 9.0, "epochs": None}])
+    assert stats["reached"] == 2 and stats["median_seconds"] == 3.0 and stats["epochs"] == 1.5
+
+
+def test_steps_per_round_and_variants_per_batch():
+    assert steps_for(Plan(steps=7), 64) == 7
+    assert steps_for(Plan(round_examples=40000), 128) == 320  # 312.5 -> a multiple of 16
+    assert steps_for(Plan(round_examples=40000), 4096) == 16
+    plan = Plan(variants=("plain", "best_float32"), sweep_variants=("plain",), full_at=(128,))
+    assert variants_at(plan, 128, None) == ["plain", "best_float32"]
+    assert variants_at(plan, 64, None) == ["plain"]
+    with pytest.raises(UserError, match="nope"):
+        variants_at(Plan(variants=("nope",)), 128, None)
+
+
+FIELDS = {"device", "tensorflow", "keras", "matmul_flops_per_sec", "flops_per_example",
+          "limit_examples_per_sec", "limit_dtype", "steps", "steps_per_round", "warmup_steps", "rounds",
+          "keras_fit_epochs", "best", "threading", "compute_flops_per_sec", "memory_bytes_per_sec",
+          "step_bytes", "roofline", "roof_in_turns_flops_per_sec", "input_pipeline", "goals", "results"}
+ROW_FIELDS = {"variant", "batch_size", "examples_per_sec", "vs_keras_fit", "fraction_of_limit", "dtype",
+              "fraction_of_dtype_roof", "roofline_limit_examples_per_sec", "bound", "fraction_of_roofline",
+              "matmul_share", "spread", "min", "max", "rounds", "fraction_of_roof_in_turns"}
+
+
+def test_a_tiny_sweep_has_every_field_and_draws_its_charts(tmp_path):
+    train, _, _ = load_splits(dataclasses.replace(REFERENCE, train_subset=512, batch_size=64))
+    plan = Plan(batch_sizes=(32, 64), steps=4, warmup=1, rounds=2, variants=("plain", "best_float32"),
+                sweep_variants=("best_float32",), full_at=(64,), input_batches=2, roof_flops=1e6,
+                roof_megabytes=1, profile=tmp_path / "profile")
+    report = run_benchmark(train, plan, None)
+    assert FIELDS <= set(report)
+    assert [(r["variant"], r["batch_size"]) for r in report["results"]] == [
+        ("keras_fit", 32), ("best_float32", 32), ("keras_fit", 64), ("plain", 64), ("best_float32", 64)]
+    for row in report["results"]:
+        assert ROW_FIELDS <= set(row) and len(row["rounds"]) == (2 if row["variant"] != "keras_fit" else len(
+            report["keras_fit_epochs"][str(row["batch_size"])]))
+        assert row["min"] <= row["examples_per_sec"] <= row["max"]
+    assert set(report["roofline"]) == {"float32", "bfloat16"} and set(report["roofline"]["float32"]) == {"32", "64"}
+    assert set(report["input_pipeline"]["32"]) == {"tf_data", "device_data"}
+    assert list((tmp_path / "profile" / "plain-64" / "plugins" / "profile").glob("*/*.xplane.pb"))
+    assert "best_float32" in table(report)
+    for save in (save_plot, save_sweep_plot, save_roofline_plot):
+        assert save(report, tmp_path / f"{save.__name__}.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_scaling_runs_one_process_per_replica_count():
+    result = bench_modes.scaling([1, 2], per_replica_batch=16, steps=3, rounds=1, train_subset=256)
+    assert [(r["replicas"], r["global_batch"]) for r in result["rows"]] == [(1, 16), (2, 32)]
+    assert result["rows"][0]["efficiency"] == 1.0 and result["rows"][1]["examples_per_sec"] > 0
+
+
+def test_time_to_accuracy_gives_one_time_per_seed(tmp_path):
+    config = tiny_config(tmp_path, epochs=2, summaries=False)
+    result = bench_modes.time_to_accuracy(0.5, config, None, seeds=2)
+    for side in ("custom", "keras_fit"):
+        assert [run["seed"] for run in result[side]["runs"]] == [0, 1]
+        assert all(run["seconds"] > 0 for run in result[side]["runs"])
+        assert result[side]["reached"] == 2 and result[side]["median_seconds"] is not None
+
+
+def test_script_rejects_an_unknown_variant_in_one_line():
+    assert_clean_error(run_script("benchmark.py", "--variants", "nope", "--train-subset", "256",
+                                  "--batch-sizes", "32"), "error:", "nope")
+
+
+def test_thread_pools_cannot_be_resized_once_tensorflow_runs():
+    import tensorflow as tf
+    from mlp_core.fastpaths import set_threads
+    tf.constant(1.0) + 1.0  # TensorFlow has set up its devices
+    with pytest.raises(UserError, match="thread pools"):
+        set_threads(2, 1)
