@@ -8,6 +8,7 @@
 Set-up (a `.venv/` beside this file with the package installed in editable mode) happens once and
 is repeated only when pyproject.toml changes.
 """
+
 import hashlib
 import os
 import subprocess
@@ -19,8 +20,12 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / ("Scripts/python.exe" if os.name == "nt" else "bin/python")
 STAMP = VENV / ".mlp_core-installed"
-COMMANDS = {"mission": ["scripts/mission.py"], "train": ["scripts/train.py"], "test": ["-m", "pytest"],
-            "check": []}
+COMMANDS = {
+    "mission": ["scripts/mission.py"],
+    "train": ["scripts/train.py"],
+    "test": ["-m", "pytest"],
+    "check": [],
+}
 CHECKS = (["-m", "ruff", "check", "."], ["-m", "ruff", "format", "--check", "."], ["-m", "mypy"])
 
 
@@ -34,7 +39,9 @@ def set_up() -> None:
         venv.create(VENV, with_pip=True)
     print("installing mlp_core and its dependencies (first time only)", flush=True)
     subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
-    subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev]"], check=True)
+    subprocess.run(
+        [str(PYTHON), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev]"], check=True
+    )
     STAMP.write_text(want)
 
 
@@ -42,13 +49,16 @@ def main(argv: list[str]) -> int:
     if not argv or argv[0] not in COMMANDS:
         print(f"usage: python3 run.py {{{','.join(COMMANDS)}}} [args...]", file=sys.stderr)
         return 2
-    if sys.version_info < (3, 10):
+    if sys.version_info < (3, 10):  # noqa: UP036 (run.py may be started by an older python3)
         print("error: Python >= 3.10 is needed", file=sys.stderr)
         return 2
     try:
         set_up()
     except subprocess.CalledProcessError as err:
-        print(f"error: set-up failed ({' '.join(err.cmd[2:4])} exited {err.returncode})", file=sys.stderr)
+        print(
+            f"error: set-up failed ({' '.join(err.cmd[2:4])} exited {err.returncode})",
+            file=sys.stderr,
+        )
         return 1
     if argv[0] == "check":
         return max(subprocess.call([str(PYTHON), *check], cwd=ROOT) for check in CHECKS)

@@ -3,6 +3,7 @@
 Data flows through the modules in this order:
 data -> pipeline -> model -> optim -> step -> loop -> summaries -> analysis.
 """
+
 import os
 import sys
 

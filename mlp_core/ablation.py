@@ -3,6 +3,7 @@
 Both runs are ordinary runs (checkpoints, metrics.json, TensorBoard), named `<prefix>-normalized`
 and `<prefix>-raw`; the comparison figure and JSON go to `<logdir>/<prefix>-comparison/`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,10 +32,14 @@ def run_variant(config: Config, prefix: str, name: str) -> dict:
 def summary(results: dict[str, dict]) -> dict:
     """Final numbers of both variants and the curves the figure draws."""
     keep = ("status", "test_accuracy", "test_loss", "val_accuracy", "val_loss", "run_dir")
-    return {name: {**{k: m.get(k) for k in keep},
-                   "val_accuracy_per_epoch": [h.get("val_accuracy") for h in m.get("history", [])],
-                   "train_loss_per_epoch": [h["train_loss"] for h in m.get("history", [])]}
-            for name, m in results.items()}
+    return {
+        name: {
+            **{k: m.get(k) for k in keep},
+            "val_accuracy_per_epoch": [h.get("val_accuracy") for h in m.get("history", [])],
+            "train_loss_per_epoch": [h["train_loss"] for h in m.get("history", [])],
+        }
+        for name, m in results.items()
+    }
 
 
 def comparison_figure(numbers: dict) -> plt.Figure:
@@ -56,7 +61,9 @@ def comparison_figure(numbers: dict) -> plt.Figure:
 def ablate_normalization(config: Config, prefix: str = "ablate-normalization") -> dict:
     """Train both variants, then write comparison.json and comparison.png; return the numbers."""
     if not config.val_size:
-        raise UserError("the normalization experiment compares validation curves: --val-size must be > 0")
+        raise UserError(
+            "the normalization experiment compares validation curves: --val-size must be > 0"
+        )
     numbers = summary({name: run_variant(config, prefix, name) for name in VARIANTS})
     out = Path(config.logdir) / f"{prefix}-comparison"
     out.mkdir(parents=True, exist_ok=True)

@@ -4,6 +4,7 @@
 `<run>/analysis/`: figures, `analysis.json` and a `report.md` a student can read, plus the same
 figures in TensorBoard under `<run>/analysis`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,11 +24,17 @@ GRID = 25
 ANALYSIS = "analysis"
 # Why pairs of digits get confused: what their strokes have in common.
 LOOKALIKES = {
-    frozenset({4, 9}): "a 4 with a closed top and a 9 with a straight stem differ only in one short stroke",
+    frozenset(
+        {4, 9}
+    ): "a 4 with a closed top and a 9 with a straight stem differ only in one short stroke",
     frozenset({3, 5}): "3 and 5 share the lower bowl; only the short top stroke tells them apart",
-    frozenset({3, 8}): "a 3 whose ends curl back towards the middle looks like an 8 with open loops",
+    frozenset(
+        {3, 8}
+    ): "a 3 whose ends curl back towards the middle looks like an 8 with open loops",
     frozenset({5, 8}): "a 5 written in one closed stroke forms the loops of an 8",
-    frozenset({2, 7}): "a 7 with a curved stem or a crossbar, and a 2 with a flat, short base, look alike",
+    frozenset(
+        {2, 7}
+    ): "a 7 with a curved stem or a crossbar, and a 2 with a flat, short base, look alike",
     frozenset({7, 9}): "a 9 with a small or open loop is a 7 with a hook",
     frozenset({5, 6}): "a 6 with an open loop and a 5 with a round bowl differ only at the top",
     frozenset({0, 6}): "a 6 with a long top stroke that closes is an oval, like a 0",
@@ -49,20 +56,29 @@ def summarize(labels: np.ndarray, probabilities: np.ndarray) -> dict:
     totals = counts.sum(1)
     errors = totals - np.diag(counts)
     rates = errors / np.maximum(totals, 1)
-    pairs = [(int(t), int(p), int(counts[t, p])) for t in range(NUM_CLASSES)
-             for p in range(NUM_CLASSES) if t != p and counts[t, p]]
+    pairs = [
+        (int(t), int(p), int(counts[t, p]))
+        for t in range(NUM_CLASSES)
+        for p in range(NUM_CLASSES)
+        if t != p and counts[t, p]
+    ]
     pairs.sort(key=lambda pair: (-pair[2], pair[0], pair[1]))
     return {
-        "test_images": int(len(labels)), "misclassified_count": int(len(wrong)),
+        "test_images": int(len(labels)),
+        "misclassified_count": int(len(wrong)),
         "accuracy": float(1 - len(wrong) / max(len(labels), 1)),
-        "per_digit_count": totals.tolist(), "per_digit_errors": errors.tolist(),
-        "per_digit_error_rate": rates.tolist(), "hardest_digit": int(rates.argmax()),
+        "per_digit_count": totals.tolist(),
+        "per_digit_errors": errors.tolist(),
+        "per_digit_error_rate": rates.tolist(),
+        "hardest_digit": int(rates.argmax()),
         "easiest_digit": int(rates.argmin()),
         "top_confusions": [{"true": t, "predicted": p, "count": c} for t, p, c in pairs[:10]],
         "confusion_matrix": counts.tolist(),
         "first_misclassified": wrong[:GRID].tolist(),
         "confident_mistakes": wrong[np.argsort(-confidence[wrong], kind="stable")][:GRID].tolist(),
-        "least_confident_correct": right[np.argsort(confidence[right], kind="stable")][:GRID].tolist(),
+        "least_confident_correct": right[np.argsort(confidence[right], kind="stable")][
+            :GRID
+        ].tolist(),
     }
 
 
@@ -75,12 +91,15 @@ def make_figures(test: Split, probabilities: np.ndarray, numbers: dict) -> dict[
     return {
         "misclassified.png": digit_grid(test.images[first], mistake_titles(test, predicted, first)),
         "confident_mistakes.png": digit_grid(
-            test.images[sure], [f"{predicted[i]} ({confidence[i]:.2f}), true {test.labels[i]}"
-                                for i in sure]),
+            test.images[sure],
+            [f"{predicted[i]} ({confidence[i]:.2f}), true {test.labels[i]}" for i in sure],
+        ),
         "least_confident_correct.png": digit_grid(
-            test.images[unsure], [f"{test.labels[i]} ({confidence[i]:.2f})" for i in unsure]),
-        "confusion_matrix.png": confusion_figure(np.array(numbers["confusion_matrix"]),
-                                                 "test set: true vs predicted"),
+            test.images[unsure], [f"{test.labels[i]} ({confidence[i]:.2f})" for i in unsure]
+        ),
+        "confusion_matrix.png": confusion_figure(
+            np.array(numbers["confusion_matrix"]), "test set: true vs predicted"
+        ),
         "per_digit_errors.png": per_digit_figure(numbers),
     }
 
@@ -89,13 +108,25 @@ def per_digit_figure(numbers: dict) -> plt.Figure:
     """Errors per digit (bars) with the error rate written above each."""
     fig, ax = plt.subplots(figsize=(7, 3.6))
     digits = np.arange(NUM_CLASSES)
-    bars = ax.bar(digits, numbers["per_digit_errors"],
-                  color=["tab:red" if d == numbers["hardest_digit"] else "tab:blue" for d in digits])
+    bars = ax.bar(
+        digits,
+        numbers["per_digit_errors"],
+        color=["tab:red" if d == numbers["hardest_digit"] else "tab:blue" for d in digits],
+    )
     for bar, rate in zip(bars, numbers["per_digit_error_rate"]):
-        ax.annotate(f"{100 * rate:.1f}%", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
-                    ha="center", va="bottom", fontsize=8)
-    ax.set(xticks=digits, xlabel="true digit", ylabel="misclassified test images",
-           title="errors per digit (error rate above each bar)")
+        ax.annotate(
+            f"{100 * rate:.1f}%",
+            (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+            ha="center",
+            va="bottom",
+            fontsize=8,
+        )
+    ax.set(
+        xticks=digits,
+        xlabel="true digit",
+        ylabel="misclassified test images",
+        title="errors per digit (error rate above each bar)",
+    )
     ax.margins(y=0.15)
     fig.tight_layout()
     return fig
@@ -109,7 +140,9 @@ def analyze_run(run_dir: str | Path) -> dict:
     probabilities = predict_probabilities(model, test.images, config.normalize)
     numbers = {"run_dir": str(run_dir), **summarize(test.labels, probabilities)}
     out = run_dir / ANALYSIS
-    pngs = {name: figure_to_png(fig) for name, fig in make_figures(test, probabilities, numbers).items()}
+    pngs = {
+        name: figure_to_png(fig) for name, fig in make_figures(test, probabilities, numbers).items()
+    }
     try:
         out.mkdir(exist_ok=True)
         for name, data in pngs.items():
@@ -131,29 +164,37 @@ def why_hard(numbers: dict) -> str:
     if not mistakes:
         return f"Digit {digit} has the highest error rate."
     worst = mistakes[0]
-    reason = LOOKALIKES.get(frozenset({digit, worst["predicted"]}),
-                            "the two shapes share most of their strokes when written quickly")
-    return (f"Its commonest mistake is being read as {worst['predicted']} ({worst['count']} times): "
-            f"{reason}.")
+    reason = LOOKALIKES.get(
+        frozenset({digit, worst["predicted"]}),
+        "the two shapes share most of their strokes when written quickly",
+    )
+    return (
+        f"Its commonest mistake is being read as {worst['predicted']} ({worst['count']} times): "
+        f"{reason}."
+    )
 
 
 def report(numbers: dict) -> str:
     """report.md: the findings in words, with the tables and figures."""
     hardest, rates = numbers["hardest_digit"], numbers["per_digit_error_rate"]
-    rows = "\n".join(f"| {d} | {numbers['per_digit_count'][d]} | {numbers['per_digit_errors'][d]} | "
-                     f"{100 * rates[d]:.2f} % |" for d in range(NUM_CLASSES))
-    pairs = "\n".join(f"| {c['true']} | {c['predicted']} | {c['count']} |"
-                      for c in numbers["top_confusions"])
-    return f"""# Mistakes of the model in `{numbers['run_dir']}`
+    rows = "\n".join(
+        f"| {d} | {numbers['per_digit_count'][d]} | {numbers['per_digit_errors'][d]} | "
+        f"{100 * rates[d]:.2f} % |"
+        for d in range(NUM_CLASSES)
+    )
+    pairs = "\n".join(
+        f"| {c['true']} | {c['predicted']} | {c['count']} |" for c in numbers["top_confusions"]
+    )
+    return f"""# Mistakes of the model in `{numbers["run_dir"]}`
 
-The model misclassifies **{numbers['misclassified_count']} of {numbers['test_images']:,}** test
-images (accuracy {100 * numbers['accuracy']:.2f} %).
+The model misclassifies **{numbers["misclassified_count"]} of {numbers["test_images"]:,}** test
+images (accuracy {100 * numbers["accuracy"]:.2f} %).
 
 ## The hardest digit: {hardest}
 
 Digit **{hardest}** has the highest error rate, {100 * rates[hardest]:.2f} %
-({numbers['per_digit_errors'][hardest]} of {numbers['per_digit_count'][hardest]}); the easiest is
-{numbers['easiest_digit']} ({100 * rates[numbers['easiest_digit']]:.2f} %). {why_hard(numbers)}
+({numbers["per_digit_errors"][hardest]} of {numbers["per_digit_count"][hardest]}); the easiest is
+{numbers["easiest_digit"]} ({100 * rates[numbers["easiest_digit"]]:.2f} %). {why_hard(numbers)}
 
 | digit | test images | errors | error rate |
 | --- | --- | --- | --- |

@@ -7,6 +7,7 @@ inside the compiled train step on the device. The random draws are stateless ops
 (seed, global step, replica): the step counter is checkpointed, so a resumed run draws exactly
 the distortions the uninterrupted run would have drawn, and no extra generator state is needed.
 """
+
 from __future__ import annotations
 
 import math
@@ -27,12 +28,12 @@ class Augmentation:
     """Strengths of the distortions; each random parameter is uniform in [-max, +max]."""
 
     kind: str = "none"
-    rotate: float = 0.0       # degrees
-    scale: float = 0.0        # relative, independently for x and y
-    shear: float = 0.0        # degrees, horizontal
-    translate: float = 0.0    # pixels, each axis
-    sigma: float = 4.0        # elastic: width of the Gaussian smoothing the field, pixels
-    alpha: float = 34.0       # elastic: scale of the smoothed field, pixels
+    rotate: float = 0.0  # degrees
+    scale: float = 0.0  # relative, independently for x and y
+    shear: float = 0.0  # degrees, horizontal
+    translate: float = 0.0  # pixels, each axis
+    sigma: float = 4.0  # elastic: width of the Gaussian smoothing the field, pixels
+    alpha: float = 34.0  # elastic: scale of the smoothed field, pixels
     seed: int = 0
     digits: tuple[int, ...] = ()  # only images of these classes are distorted; () = all
 
@@ -40,30 +41,42 @@ class Augmentation:
     def active(self) -> bool:
         return self.kind != "none"
 
-    def batch(self, images: tf.Tensor, one_hot: tf.Tensor, step: tf.Tensor,
-              replica: tf.Tensor | int = 0) -> tf.Tensor:
+    def batch(
+        self, images: tf.Tensor, one_hot: tf.Tensor, step: tf.Tensor, replica: tf.Tensor | int = 0
+    ) -> tf.Tensor:
         """A training batch: distorted, or only its images of `digits` (the others as floats)."""
         warped = self(images, step, replica)
         if not self.digits:
             return warped
-        chosen = tf.linalg.matvec(one_hot, tf.constant(
-            [1.0 if c in self.digits else 0.0 for c in range(one_hot.shape[-1])])) > 0
+        chosen = (
+            tf.linalg.matvec(
+                one_hot,
+                tf.constant([1.0 if c in self.digits else 0.0 for c in range(one_hot.shape[-1])]),
+            )
+            > 0
+        )
         return tf.where(chosen[:, tf.newaxis], warped, tf.cast(images, tf.float32))
 
-    def __call__(self, images: tf.Tensor, step: tf.Tensor, replica: tf.Tensor | int = 0) -> tf.Tensor:
+    def __call__(
+        self, images: tf.Tensor, step: tf.Tensor, replica: tf.Tensor | int = 0
+    ) -> tf.Tensor:
         """uint8 [B, 784] -> float32 [B, 784] distorted pixels (still 0..255), drawn for `step`."""
         keys = draw_keys(self.seed, step, replica)
         batch = tf.shape(images)[0]
         ys, xs = pixel_grid()
-        sy, sx = tf.broadcast_to(ys, [batch, IMAGE_SIDE, IMAGE_SIDE]), tf.broadcast_to(
-            xs, [batch, IMAGE_SIDE, IMAGE_SIDE])
+        sy, sx = (
+            tf.broadcast_to(ys, [batch, IMAGE_SIDE, IMAGE_SIDE]),
+            tf.broadcast_to(xs, [batch, IMAGE_SIDE, IMAGE_SIDE]),
+        )
         if self.kind in ("affine", "affine+elastic"):
             sy, sx = affine_coordinates(random_affine(self, batch, keys[0]))
         if self.kind in ("elastic", "affine+elastic"):
             dy, dx = elastic_field(batch, self.sigma, self.alpha, keys[1])
             sy, sx = sy + dy, sx + dx
-        return tf.reshape(bilinear(tf.reshape(images, [-1, IMAGE_SIDE, IMAGE_SIDE]), sy, sx),
-                          [-1, IMAGE_SIDE * IMAGE_SIDE])
+        return tf.reshape(
+            bilinear(tf.reshape(images, [-1, IMAGE_SIDE, IMAGE_SIDE]), sy, sx),
+            [-1, IMAGE_SIDE * IMAGE_SIDE],
+        )
 
 
 def draw_keys(seed: int, step: tf.Tensor, replica: tf.Tensor | int = 0) -> tf.Tensor:
@@ -96,9 +109,16 @@ def affine_matrices(angle, shear, zy, zx, ty, tx) -> tf.Tensor:
     """[B, 2, 3] matrices acting on (row, column, 1) from per-image parameters (radians, pixels)."""
     cos, sin, tan = tf.cos(angle), tf.sin(angle), tf.tan(shear)
     # rotation [[c, -s], [s, c]] @ shear [[1, 0], [t, 1]] (columns shift with the row) @ 1/zoom
-    a = tf.stack([tf.stack([(cos - sin * tan) / zy, -sin / zx], -1),
-                  tf.stack([(sin + cos * tan) / zy, cos / zx], -1)], -2)
-    offset = CENTER - tf.linalg.matvec(a, tf.fill(tf.shape(a)[:-1], CENTER)) - tf.stack([ty, tx], -1)
+    a = tf.stack(
+        [
+            tf.stack([(cos - sin * tan) / zy, -sin / zx], -1),
+            tf.stack([(sin + cos * tan) / zy, cos / zx], -1),
+        ],
+        -2,
+    )
+    offset = (
+        CENTER - tf.linalg.matvec(a, tf.fill(tf.shape(a)[:-1], CENTER)) - tf.stack([ty, tx], -1)
+    )
     return tf.concat([a, offset[..., tf.newaxis]], -1)
 
 
@@ -106,8 +126,10 @@ def affine_coordinates(matrices: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     """Source rows and columns [B, 28, 28] of every output pixel under [B, 2, 3] matrices."""
     ys, xs = pixel_grid()
     m = matrices[:, :, :, tf.newaxis, tf.newaxis]
-    return (m[:, 0, 0] * ys + m[:, 0, 1] * xs + m[:, 0, 2],
-            m[:, 1, 0] * ys + m[:, 1, 1] * xs + m[:, 1, 2])
+    return (
+        m[:, 0, 0] * ys + m[:, 0, 1] * xs + m[:, 0, 2],
+        m[:, 1, 0] * ys + m[:, 1, 1] * xs + m[:, 1, 2],
+    )
 
 
 def gaussian_matrix(sigma: float, size: int = IMAGE_SIDE) -> tf.Tensor:
@@ -121,8 +143,9 @@ def gaussian_matrix(sigma: float, size: int = IMAGE_SIDE) -> tf.Tensor:
     return tf.gather(kernel, index)
 
 
-def elastic_field(batch: tf.Tensor, sigma: float, alpha: float,
-                  key: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+def elastic_field(
+    batch: tf.Tensor, sigma: float, alpha: float, key: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor]:
     """Simard's displacement: uniform [-1, 1] per pixel and axis, Gaussian-smoothed, times alpha."""
     raw = tf.random.stateless_uniform([2, batch, IMAGE_SIDE, IMAGE_SIDE], key, -1.0, 1.0)
     g = gaussian_matrix(sigma)
@@ -139,7 +162,9 @@ def bilinear(images: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
 
     def tap(r: tf.Tensor, c: tf.Tensor) -> tf.Tensor:
         inside = (r >= 0) & (r < IMAGE_SIDE) & (c >= 0) & (c < IMAGE_SIDE)
-        index = tf.clip_by_value(r, 0, IMAGE_SIDE - 1) * IMAGE_SIDE + tf.clip_by_value(c, 0, IMAGE_SIDE - 1)
+        index = tf.clip_by_value(r, 0, IMAGE_SIDE - 1) * IMAGE_SIDE + tf.clip_by_value(
+            c, 0, IMAGE_SIDE - 1
+        )
         values = tf.gather(flat, tf.reshape(index, [tf.shape(index)[0], -1]), batch_dims=1)
         return tf.where(inside, tf.reshape(values, tf.shape(r)), 0.0)
 
@@ -151,5 +176,14 @@ def bilinear(images: tf.Tensor, rows: tf.Tensor, cols: tf.Tensor) -> tf.Tensor:
 def from_config(config: Config) -> Augmentation:
     """The run's augmentation from its Config fields."""
     digits = tuple(int(d) for d in config.augment_digits.split(",") if d)
-    return Augmentation(config.augment, config.rotate, config.scale, config.shear, config.translate,
-                        config.elastic_sigma, config.elastic_alpha, config.seed, digits)
+    return Augmentation(
+        config.augment,
+        config.rotate,
+        config.scale,
+        config.shear,
+        config.translate,
+        config.elastic_sigma,
+        config.elastic_alpha,
+        config.seed,
+        digits,
+    )

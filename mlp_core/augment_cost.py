@@ -4,6 +4,7 @@ Both trainers are built in one process and timed in turns (A, B, A, B, ...), eac
 number of steps on the device-resident data, and the median of the turns is reported, because
 other work on a shared machine comes and goes between turns.
 """
+
 from __future__ import annotations
 
 import statistics
@@ -22,8 +23,10 @@ def augmentation_cost(config: Config, rounds: int = 7, calls: int = 2) -> dict:
     base = fastpaths.resolve(with_overrides(config, data_on_device=True, steps_per_call=CALL), None)
     train, _, _ = load_splits(base)
     variants = {"none": with_overrides(base, augment="none"), base.augment: base}
-    trainers = {name: build_trainer(c, steps_per_epoch(train, c.batch_size), train, None)
-                for name, c in variants.items()}
+    trainers = {
+        name: build_trainer(c, steps_per_epoch(train, c.batch_size), train, None)
+        for name, c in variants.items()
+    }
     for trainer in trainers.values():  # trace and warm up outside the timed turns
         assert trainer.device_data is not None
         trainer.device_data.set_epoch(0)
@@ -36,7 +39,12 @@ def augmentation_cost(config: Config, rounds: int = 7, calls: int = 2) -> dict:
                 outputs = trainer.train_steps(None, CALL)
             outputs["loss"].numpy()
             turns[name].append(calls * CALL * base.batch_size / (time.perf_counter() - start))
-    return {"hidden": list(base.hidden), "batch_size": base.batch_size, "precision": base.precision,
-            "rounds": rounds, "steps_per_turn": calls * CALL,
-            "examples_per_sec": {name: statistics.median(t) for name, t in turns.items()},
-            "turns": turns}
+    return {
+        "hidden": list(base.hidden),
+        "batch_size": base.batch_size,
+        "precision": base.precision,
+        "rounds": rounds,
+        "steps_per_turn": calls * CALL,
+        "examples_per_sec": {name: statistics.median(t) for name, t in turns.items()},
+        "turns": turns,
+    }

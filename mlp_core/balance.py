@@ -7,6 +7,7 @@ over the training set is 1 (the loss keeps its scale and the learning rate its m
 itself is stateless in (seed, epoch) (see pipeline.epoch_order), so it is deterministic and a
 resumed run redraws the same epochs.
 """
+
 from __future__ import annotations
 
 import numpy as np

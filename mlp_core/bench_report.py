@@ -1,5 +1,6 @@
 """The benchmark's report: fixed-width tables and the charts (bars per batch size, the batch sweep,
 the roofline)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -11,40 +12,61 @@ SWEEP_LINES = ("keras_fit", "plain", "best_float32", "mixed_bfloat16", "best")
 
 def table(report: dict) -> str:
     """The results, the roofs and the extra modes as text."""
-    lines = [f"{report['device']}; TensorFlow {report['tensorflow']}; matmul "
-             f"{report['matmul_flops_per_sec'] / 1e9:.0f} GFLOP/s; {report['flops_per_example'] / 1e6:.2f} "
-             "MFLOP per training example", f"best = {report['best']}", *roof_lines(report),
-             f"{'variant':<16}{'batch':>6}{'examples/s':>12}{'spread':>8}{'min':>9}{'max':>9}"
-             f"{'vs keras':>10}{'of limit':>10}{'of roof':>9}{'in turns':>9}{'of line':>9}{'matmul':>8}"]
-    lines += [f"{r['variant']:<16}{r['batch_size']:>6}{r['examples_per_sec']:>12,.0f}{r['spread']:>8,.0f}"
-              f"{r['min']:>9,.0f}{r['max']:>9,.0f}{r['vs_keras_fit']:>9.2f}x"
-              f"{100 * r['fraction_of_limit']:>9.1f}%{100 * r['fraction_of_dtype_roof']:>8.1f}%"
-              f"{100 * r['fraction_of_roof_in_turns']:>8.1f}%"
-              f"{100 * r['fraction_of_roofline']:>8.1f}%{100 * r['matmul_share']:>7.0f}%"
-              for r in report["results"]]
-    lines.append("of roof: of the compute roof of the variant's dtype; in turns: of the float32 "
-                 "roof timed in the same rounds; of line: of the roofline limit; matmul: the step's "
-                 "matmuls alone / the step")
+    lines = [
+        f"{report['device']}; TensorFlow {report['tensorflow']}; matmul "
+        f"{report['matmul_flops_per_sec'] / 1e9:.0f} GFLOP/s; {report['flops_per_example'] / 1e6:.2f} "
+        "MFLOP per training example",
+        f"best = {report['best']}",
+        *roof_lines(report),
+        f"{'variant':<16}{'batch':>6}{'examples/s':>12}{'spread':>8}{'min':>9}{'max':>9}"
+        f"{'vs keras':>10}{'of limit':>10}{'of roof':>9}{'in turns':>9}{'of line':>9}{'matmul':>8}",
+    ]
+    lines += [
+        f"{r['variant']:<16}{r['batch_size']:>6}{r['examples_per_sec']:>12,.0f}{r['spread']:>8,.0f}"
+        f"{r['min']:>9,.0f}{r['max']:>9,.0f}{r['vs_keras_fit']:>9.2f}x"
+        f"{100 * r['fraction_of_limit']:>9.1f}%{100 * r['fraction_of_dtype_roof']:>8.1f}%"
+        f"{100 * r['fraction_of_roof_in_turns']:>8.1f}%"
+        f"{100 * r['fraction_of_roofline']:>8.1f}%{100 * r['matmul_share']:>7.0f}%"
+        for r in report["results"]
+    ]
+    lines.append(
+        "of roof: of the compute roof of the variant's dtype; in turns: of the float32 "
+        "roof timed in the same rounds; of line: of the roofline limit; matmul: the step's "
+        "matmuls alone / the step"
+    )
     return "\n".join(lines + input_lines(report) + scaling_lines(report) + accuracy_lines(report))
 
 
 def roof_lines(report: dict) -> list[str]:
     memory = report["memory_bytes_per_sec"]
-    lines = [f"memory roof {memory['roof'] / 1e9:.1f} GB/s (copy {memory['copy'] / 1e9:.1f}, "
-             f"update {memory['update'] / 1e9:.1f})"]
+    lines = [
+        f"memory roof {memory['roof'] / 1e9:.1f} GB/s (copy {memory['copy'] / 1e9:.1f}, "
+        f"update {memory['update'] / 1e9:.1f})"
+    ]
     for dtype, rates in report["compute_flops_per_sec"].items():
-        steps = ", ".join(f"{b}: {v['flops_per_sec'] / 1e9:.0f}" for b, v in rates.items() if b != "square")
-        lines.append(f"{dtype} roof {rates['square'] / 1e9:.0f} GFLOP/s (square); step matmuls by batch {steps}")
+        steps = ", ".join(
+            f"{b}: {v['flops_per_sec'] / 1e9:.0f}" for b, v in rates.items() if b != "square"
+        )
+        lines.append(
+            f"{dtype} roof {rates['square'] / 1e9:.0f} GFLOP/s (square); step matmuls by batch {steps}"
+        )
     for dtype, per_batch in report["roofline"].items():
-        lines.append(f"{dtype} roofline ex/s: " + ", ".join(
-            f"{b}: {v['limit_examples_per_sec']:,.0f} ({v['bound']})" for b, v in per_batch.items()))
+        lines.append(
+            f"{dtype} roofline ex/s: "
+            + ", ".join(
+                f"{b}: {v['limit_examples_per_sec']:,.0f} ({v['bound']})"
+                for b, v in per_batch.items()
+            )
+        )
     return lines
 
 
 def input_lines(report: dict) -> list[str]:
-    return [f"input pipeline alone, batch {b}: tf.data {v['tf_data']['median']:,.0f} batches/s, "
-            f"device data {v['device_data']['median']:,.0f} batches/s"
-            for b, v in report.get("input_pipeline", {}).items()]
+    return [
+        f"input pipeline alone, batch {b}: tf.data {v['tf_data']['median']:,.0f} batches/s, "
+        f"device data {v['device_data']['median']:,.0f} batches/s"
+        for b, v in report.get("input_pipeline", {}).items()
+    ]
 
 
 def scaling_lines(report: dict) -> list[str]:
@@ -53,7 +75,9 @@ def scaling_lines(report: dict) -> list[str]:
     s = report["scaling"]
     return [f"scaling (mirrored, {s['devices']}, batch {s['per_replica_batch']} per replica):"] + [
         f"  {r['replicas']} replica(s): {r['examples_per_sec']:,.0f} ex/s, efficiency "
-        f"{100 * r['efficiency']:.0f} %" for r in s["rows"]]
+        f"{100 * r['efficiency']:.0f} %"
+        for r in s["rows"]
+    ]
 
 
 def accuracy_lines(report: dict) -> list[str]:
@@ -63,9 +87,13 @@ def accuracy_lines(report: dict) -> list[str]:
     lines = [f"time to {100 * t['target']:.1f} % validation accuracy over {t['seeds']} seed(s):"]
     for name in ("custom", "keras_fit"):
         side = t[name]
-        times = ", ".join(f"{r['seconds']:.1f}" if r["epochs"] else "not reached" for r in side["runs"])
+        times = ", ".join(
+            f"{r['seconds']:.1f}" if r["epochs"] else "not reached" for r in side["runs"]
+        )
         median = "-" if side["median_seconds"] is None else f"{side['median_seconds']:.1f} s"
-        olympic = "-" if side["olympic_mean_seconds"] is None else f"{side['olympic_mean_seconds']:.1f} s"
+        olympic = (
+            "-" if side["olympic_mean_seconds"] is None else f"{side['olympic_mean_seconds']:.1f} s"
+        )
         lines.append(f"  {name}: {times}; median {median}, olympic mean {olympic}")
     if t["speedup"]:
         lines.append(f"  speed-up (medians): {t['speedup']:.2f}x")
@@ -75,7 +103,9 @@ def accuracy_lines(report: dict) -> list[str]:
 def save_plot(report: dict, path: str | Path) -> Path:
     """Bars of examples/s per variant at each detailed batch size (every variant ran there)."""
     import matplotlib.pyplot as plt
+
     from mlp_core.figures import save_figure
+
     counts = {}
     for r in report["results"]:
         counts[r["batch_size"]] = counts.get(r["batch_size"], 0) + 1
@@ -89,9 +119,12 @@ def save_plot(report: dict, path: str | Path) -> Path:
 
 def _bars(ax, report: dict, batch: int) -> None:
     rows = [r for r in report["results"] if r["batch_size"] == batch]
-    ax.barh([r["variant"] for r in rows], [r["examples_per_sec"] for r in rows],
-            xerr=[r["spread"] for r in rows],
-            color=["gray" if r["variant"] == "keras_fit" else "tab:blue" for r in rows])
+    ax.barh(
+        [r["variant"] for r in rows],
+        [r["examples_per_sec"] for r in rows],
+        xerr=[r["spread"] for r in rows],
+        color=["gray" if r["variant"] == "keras_fit" else "tab:blue" for r in rows],
+    )
     limit = report["limit_examples_per_sec"][str(batch)]
     ax.axvline(limit, color="red", linestyle="--", label="float32 compute-bound limit")
     line = report["roofline"]["float32"][str(batch)]["limit_examples_per_sec"]
@@ -99,21 +132,33 @@ def _bars(ax, report: dict, batch: int) -> None:
     ax.set(title=f"batch {batch}", xlabel="training examples/s")
     ax.xaxis.set_major_formatter(lambda value, _: f"{value / 1000:.0f}k")
     ax.invert_yaxis()
-    ax.set_xlim(0, 1.5 * max(limit, line, *(r["examples_per_sec"] for r in rows)))  # room for the legend
+    ax.set_xlim(
+        0, 1.5 * max(limit, line, *(r["examples_per_sec"] for r in rows))
+    )  # room for the legend
     ax.legend(loc="upper right")
 
 
 def save_sweep_plot(report: dict, path: str | Path) -> Path:
     """Examples/s against batch size (log axis) for the main variants, Keras fit and the rooflines."""
     import matplotlib.pyplot as plt
+
     from mlp_core.figures import save_figure
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for name in SWEEP_LINES:
-        rows = sorted((r["batch_size"], r["examples_per_sec"]) for r in report["results"] if r["variant"] == name)
+        rows = sorted(
+            (r["batch_size"], r["examples_per_sec"])
+            for r in report["results"]
+            if r["variant"] == name
+        )
         if len(rows) > 1:
-            ax.plot(*zip(*rows), marker="o", label=name, color="gray" if name == "keras_fit" else None)
+            ax.plot(
+                *zip(*rows), marker="o", label=name, color="gray" if name == "keras_fit" else None
+            )
     for dtype, style in (("float32", "--"), ("bfloat16", ":")):
-        per_batch = sorted((int(b), v["limit_examples_per_sec"]) for b, v in report["roofline"][dtype].items())
+        per_batch = sorted(
+            (int(b), v["limit_examples_per_sec"]) for b, v in report["roofline"][dtype].items()
+        )
         ax.plot(*zip(*per_batch), color="red", linestyle=style, label=f"{dtype} roofline limit")
     ax.set(xscale="log", xlabel="batch size", ylabel="training examples/s", title="batch sweep")
     ax.set_xticks(sorted({r["batch_size"] for r in report["results"]}))
@@ -130,19 +175,36 @@ def save_roofline_plot(report: dict, path: str | Path) -> Path:
     variant at every batch size (its step's FLOPs and least bytes, at the rate it ran)."""
     import matplotlib.pyplot as plt
     import numpy as np
+
     from mlp_core.figures import save_figure
+
     fig, ax = plt.subplots(figsize=(7, 4.5))
     bandwidth = report["memory_bytes_per_sec"]["roof"]
     intensity = np.logspace(0, 3, 100)
     for dtype, rates in report["compute_flops_per_sec"].items():
-        ax.plot(intensity, np.minimum(rates["square"], bandwidth * intensity) / 1e9, label=f"{dtype} roof")
+        ax.plot(
+            intensity,
+            np.minimum(rates["square"], bandwidth * intensity) / 1e9,
+            label=f"{dtype} roof",
+        )
     for name in SWEEP_LINES:
-        points = [(_intensity(r["batch_size"], r["dtype"]), r["examples_per_sec"] * report["flops_per_example"] / 1e9)
-                  for r in report["results"] if r["variant"] == name]
+        points = [
+            (
+                _intensity(r["batch_size"], r["dtype"]),
+                r["examples_per_sec"] * report["flops_per_example"] / 1e9,
+            )
+            for r in report["results"]
+            if r["variant"] == name
+        ]
         if points:
             ax.plot(*zip(*sorted(points)), marker="o", linestyle="-", linewidth=0.8, label=name)
-    ax.set(xscale="log", yscale="log", xlabel="FLOPs per byte of the least memory traffic",
-           ylabel="GFLOP/s", title="roofline (points: batch sizes, left to right small to large)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="FLOPs per byte of the least memory traffic",
+        ylabel="GFLOP/s",
+        title="roofline (points: batch sizes, left to right small to large)",
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     return save_figure(fig, path)
@@ -150,5 +212,9 @@ def save_roofline_plot(report: dict, path: str | Path) -> Path:
 
 def _intensity(batch: int, dtype: str) -> float:
     from mlp_core.benchmark import REFERENCE
+
     act = 2 if dtype in ("bfloat16", "float16") else 4
-    return matmul_flops(step_matmul_shapes(REFERENCE, batch)) / step_bytes(REFERENCE, batch, act)["total"]
+    return (
+        matmul_flops(step_matmul_shapes(REFERENCE, batch))
+        / step_bytes(REFERENCE, batch, act)["total"]
+    )

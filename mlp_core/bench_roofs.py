@@ -6,6 +6,7 @@ traffic (bytes/s, a large copy and an elementwise update, both far larger than a
 roofline limit of a batch size is the examples/s a step would reach if it took only as long as the
 slower of its matrix multiplies at the compute roof and its least memory traffic at the memory roof.
 """
+
 from __future__ import annotations
 
 import time
@@ -26,14 +27,18 @@ def layer_sizes(config: Config) -> list[int]:
     return [FEATURES, *config.hidden, 10]
 
 
-def step_matmul_shapes(config: Config, batch: int) -> list[tuple[tuple[int, int], tuple[int, int], bool, bool]]:
+def step_matmul_shapes(
+    config: Config, batch: int
+) -> list[tuple[tuple[int, int], tuple[int, int], bool, bool]]:
     """(a shape, b shape, transpose_a, transpose_b) of every matmul of one training step: each
     layer's forward product, its weight gradient (x^T dy), and its input gradient (dy W^T) except
     for the first layer, whose input (the pixels) needs none."""
     sizes, shapes = layer_sizes(config), []
     for i, (n_in, n_out) in enumerate(zip(sizes, sizes[1:])):
-        shapes += [((batch, n_in), (n_in, n_out), False, False),
-                   ((batch, n_in), (batch, n_out), True, False)]
+        shapes += [
+            ((batch, n_in), (n_in, n_out), False, False),
+            ((batch, n_in), (batch, n_out), True, False),
+        ]
         if i > 0:
             shapes.append(((batch, n_out), (n_in, n_out), False, True))
     return shapes
@@ -68,15 +73,21 @@ def step_bytes(config: Config, batch: int, act_bytes: int = 4, slots: int = ADAM
     return {"parameters": params, "per_example": per_example, "total": params + batch * per_example}
 
 
-def roofline(config: Config, batch: int, flops_per_sec: float, bytes_per_sec: float,
-             act_bytes: int = 4) -> dict:
+def roofline(
+    config: Config, batch: int, flops_per_sec: float, bytes_per_sec: float, act_bytes: int = 4
+) -> dict:
     """Examples/s bound by compute, by memory, and the lower of the two (the roofline limit)."""
     flops = matmul_flops(step_matmul_shapes(config, batch))
-    compute_s, memory_s = flops / flops_per_sec, step_bytes(config, batch, act_bytes)["total"] / bytes_per_sec
-    return {"compute_bound_examples_per_sec": batch / compute_s,
-            "memory_bound_examples_per_sec": batch / memory_s,
-            "limit_examples_per_sec": batch / max(compute_s, memory_s),
-            "bound": "compute" if compute_s >= memory_s else "memory"}
+    compute_s, memory_s = (
+        flops / flops_per_sec,
+        step_bytes(config, batch, act_bytes)["total"] / bytes_per_sec,
+    )
+    return {
+        "compute_bound_examples_per_sec": batch / compute_s,
+        "memory_bound_examples_per_sec": batch / memory_s,
+        "limit_examples_per_sec": batch / max(compute_s, memory_s),
+        "bound": "compute" if compute_s >= memory_s else "memory",
+    }
 
 
 def jitter(values) -> dict:
@@ -84,14 +95,26 @@ def jitter(values) -> dict:
     normal noise, unmoved by a few outliers), minimum and maximum."""
     values = np.asarray(values, dtype=np.float64)
     median = float(np.median(values))
-    return {"median": median, "spread": float(1.4826 * np.median(np.abs(values - median))),
-            "min": float(values.min()), "max": float(values.max()), "samples": values.tolist()}
+    return {
+        "median": median,
+        "spread": float(1.4826 * np.median(np.abs(values - median))),
+        "min": float(values.min()),
+        "max": float(values.max()),
+        "samples": values.tolist(),
+    }
 
 
 def _operands(shapes, dtype: tf.DType) -> list[tuple[tf.Tensor, tf.Tensor, bool, bool]]:
     seed = [0, 0]
-    return [(tf.cast(tf.random.stateless_uniform(a, seed), dtype),
-             tf.cast(tf.random.stateless_uniform(b, seed), dtype), ta, tb) for a, b, ta, tb in shapes]
+    return [
+        (
+            tf.cast(tf.random.stateless_uniform(a, seed), dtype),
+            tf.cast(tf.random.stateless_uniform(b, seed), dtype),
+            ta,
+            tb,
+        )
+        for a, b, ta, tb in shapes
+    ]
 
 
 def matmul_loop(shapes, dtype: tf.DType):
@@ -103,9 +126,11 @@ def matmul_loop(shapes, dtype: tf.DType):
     def run(n):
         carry = tf.zeros([], dtype)
         for _ in tf.range(n):
-            carry += tf.add_n([tf.matmul(a, b, transpose_a=ta, transpose_b=tb)[0, 0]
-                               for a, b, ta, tb in operands])
+            carry += tf.add_n(
+                [tf.matmul(a, b, transpose_a=ta, transpose_b=tb)[0, 0] for a, b, ta, tb in operands]
+            )
         return carry
+
     return run
 
 
@@ -122,27 +147,38 @@ def best_seconds(run, repeats: int, rounds: int = 3) -> float:
     return min(time_loop(run, repeats) for _ in range(rounds))
 
 
-def matmul_rates(config: Config, batch_sizes: list[int], dtype: str, device: str,
-                 square: int = 2048, flops: float = 1e10) -> dict:
+def matmul_rates(
+    config: Config,
+    batch_sizes: list[int],
+    dtype: str,
+    device: str,
+    square: int = 2048,
+    flops: float = 1e10,
+) -> dict:
     """FLOP/s of one large square product and of the reference step's products per batch size
     (each loop long enough for about `flops` FLOPs, so the clock's resolution does not matter)."""
     with tf.device(device):
         square = min(square, max(64, round((flops / 2) ** (1 / 3))))
         big = [((square, square), (square, square), False, False)]
         repeats = max(3, round(flops / matmul_flops(big)))
-        rates = {"square": matmul_flops(big) / best_seconds(matmul_loop(big, DTYPES[dtype]), repeats)}
+        rates = {
+            "square": matmul_flops(big) / best_seconds(matmul_loop(big, DTYPES[dtype]), repeats)
+        }
         for batch in batch_sizes:
             shapes = step_matmul_shapes(config, batch)
             repeats = max(3, round(flops / matmul_flops(shapes)))
             seconds = best_seconds(matmul_loop(shapes, DTYPES[dtype]), repeats)
-            rates[str(batch)] = {"flops_per_sec": matmul_flops(shapes) / seconds, "seconds": seconds}
+            rates[str(batch)] = {
+                "flops_per_sec": matmul_flops(shapes) / seconds,
+                "seconds": seconds,
+            }
     return rates
 
 
 def memory_rates(device: str, megabytes: int = 256, repeats: int = 10) -> dict:
     """Bytes/s of a scaled copy y = c x (read one buffer, write another) and of an update y += x
     (read two, write one), on buffers far larger than the caches."""
-    n = megabytes * 2 ** 20 // 4
+    n = megabytes * 2**20 // 4
     with tf.device(device):
         src = tf.Variable(tf.ones([n]), trainable=False)
         dst = tf.Variable(tf.zeros([n]), trainable=False)
@@ -158,5 +194,8 @@ def memory_rates(device: str, megabytes: int = 256, repeats: int = 10) -> dict:
             for _ in tf.range(k):
                 dst.assign_add(src)
             return dst[0]
-        return {"copy": 2 * 4 * n / best_seconds(copy, repeats),
-                "update": 3 * 4 * n / best_seconds(update, repeats)}
+
+        return {
+            "copy": 2 * 4 * n / best_seconds(copy, repeats),
+            "update": 3 * 4 * n / best_seconds(update, repeats),
+        }

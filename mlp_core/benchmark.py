@@ -6,6 +6,7 @@ of many steps each, synchronizing (`.numpy()`) before reading the clock; each va
 reported. Taking turns spreads the bursts of a shared machine's noise over all variants alike, and
 Keras `fit`, the baseline, is timed both before and after them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -27,23 +28,43 @@ from mlp_core.errors import UserError
 from mlp_core.hooks import Observer, RunContext
 from mlp_core.loop import build_trainer, train_and_evaluate
 from mlp_core.optim import warmup_steps
-from mlp_core.pipeline import (FEATURES, default_device, flatten_and_one_hot, steps_per_epoch,
-                               train_dataset)
+from mlp_core.pipeline import (
+    FEATURES,
+    default_device,
+    flatten_and_one_hot,
+    steps_per_epoch,
+    train_dataset,
+)
 from mlp_core.summaries import TensorBoardObserver
 
-REFERENCE = Config(hidden=(512, 256), activation="relu", dropout=0.0, optimizer="adam", lr=1e-3,
-                   schedule="constant", weight_decay=0.0, precision="float32", jit_compile=False,
-                   steps_per_call=1, data_on_device=False, summaries=False)
+REFERENCE = Config(
+    hidden=(512, 256),
+    activation="relu",
+    dropout=0.0,
+    optimizer="adam",
+    lr=1e-3,
+    schedule="constant",
+    weight_decay=0.0,
+    precision="float32",
+    jit_compile=False,
+    steps_per_call=1,
+    data_on_device=False,
+    summaries=False,
+)
 BEST = dict(steps_per_call=16, data_on_device=True)
 ROUNDS = 5
 VARIANTS = {
-    "plain": {}, "xla": dict(jit_compile=True), "steps_per_call": dict(steps_per_call=16),
-    "data_on_device": dict(data_on_device=True), "best_float32": BEST,
+    "plain": {},
+    "xla": dict(jit_compile=True),
+    "steps_per_call": dict(steps_per_call=16),
+    "data_on_device": dict(data_on_device=True),
+    "best_float32": BEST,
     "best_xla": dict(BEST, jit_compile=True),
     "mixed_bfloat16": dict(BEST, precision="mixed_bfloat16"),
     "mixed_float16": dict(BEST, precision="mixed_float16"),
     # What train.py picks on the device (fastpaths.device_defaults), without and with summaries.
-    "best": {}, "best_summaries": dict(summaries=True),
+    "best": {},
+    "best_summaries": dict(summaries=True),
 }
 
 
@@ -67,8 +88,11 @@ def variant_config(name: str, batch_size: int, device: str | None) -> Config:
 def warmed_up(config: Config, train: Split, device: str | None, warmup: int):
     """A function running n steps of our loop with `config`'s fast paths, already warmed up."""
     trainer = build_trainer(config, steps_per_epoch(train, config.batch_size), train, device)
-    batches = None if config.data_on_device else iter(
-        train_dataset(train, config.batch_size, config.seed, device))
+    batches = (
+        None
+        if config.data_on_device
+        else iter(train_dataset(train, config.batch_size, config.seed, device))
+    )
     if trainer.device_data is not None:
         trainer.device_data.set_epoch(0)
     observers = _summary_observers(config, trainer, train, device)
@@ -77,9 +101,16 @@ def warmed_up(config: Config, train: Split, device: str | None, warmup: int):
     return run
 
 
-def custom_rates(configs: dict[str, Config], train: Split, device: str | None, steps: int,
-                 warmup: int, rounds: int = ROUNDS, profile: Path | None = None,
-                 extra: dict | None = None) -> dict[str, list[float]]:
+def custom_rates(
+    configs: dict[str, Config],
+    train: Split,
+    device: str | None,
+    steps: int,
+    warmup: int,
+    rounds: int = ROUNDS,
+    profile: Path | None = None,
+    extra: dict | None = None,
+) -> dict[str, list[float]]:
     """Examples/s of each config in each of `rounds` turns of `steps` steps; `extra` rates
     (name -> a function measuring one) take their turns in the same rounds."""
     runs = {name: warmed_up(config, train, device, warmup) for name, config in configs.items()}
@@ -109,22 +140,36 @@ def profiled_round(run, steps: int, logdir: Path) -> None:
 
 def _stepper(trainer, batches, per_call: int, observers: list):
     """A function that runs n steps in calls of `per_call` and waits for the device at the end."""
+
     def run(n: int, trace: bool = False) -> None:
         done = int(trainer.global_step.numpy())
         for step in range(done, done + n, per_call):
-            with tf.profiler.experimental.Trace("train", step_num=step, _r=1) if trace else nullcontext():
+            with (
+                tf.profiler.experimental.Trace("train", step_num=step, _r=1)
+                if trace
+                else nullcontext()
+            ):
                 outputs = trainer.train_steps(batches, min(per_call, done + n - step))
             for observer, ctx in observers:
                 observer.on_step_end(ctx, step + per_call, outputs)
         float(outputs["loss"].numpy())
+
     return run
 
 
 def _summary_observers(config: Config, trainer, train: Split, device) -> list:
     if not config.summaries:
         return []
-    ctx = RunContext(config, Path(tempfile.mkdtemp(prefix="bench-")), trainer, train, train, train,
-                     steps_per_epoch(train, config.batch_size), device)
+    ctx = RunContext(
+        config,
+        Path(tempfile.mkdtemp(prefix="bench-")),
+        trainer,
+        train,
+        train,
+        train,
+        steps_per_epoch(train, config.batch_size),
+        device,
+    )
     observer = TensorBoardObserver(config.log_every, 0)
     observer.on_run_begin(ctx)
     return [(observer, ctx)]
@@ -132,11 +177,16 @@ def _summary_observers(config: Config, trainer, train: Split, device) -> list:
 
 def keras_model(config: Config) -> keras.Model:
     """The same MLP in Keras, compiled as `fit` users do (Keras picks its default jit_compile)."""
-    model = keras.Sequential([keras.Input((FEATURES,))] +
-                             [keras.layers.Dense(n, activation=config.activation) for n in config.hidden]
-                             + [keras.layers.Dense(10)])
-    model.compile(optimizer=keras.optimizers.Adam(config.lr), metrics=["accuracy"],
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True))
+    model = keras.Sequential(
+        [keras.Input((FEATURES,))]
+        + [keras.layers.Dense(n, activation=config.activation) for n in config.hidden]
+        + [keras.layers.Dense(10)]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.lr),
+        metrics=["accuracy"],
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+    )
     return model
 
 
@@ -150,7 +200,9 @@ class EpochTimer(keras.callbacks.Callback):
         self.seconds = getattr(self, "seconds", []) + [time.perf_counter() - self.start]
 
 
-def keras_epoch_rates(config: Config, train: Split, steps: int, rounds: int = ROUNDS) -> list[float]:
+def keras_epoch_rates(
+    config: Config, train: Split, steps: int, rounds: int = ROUNDS
+) -> list[float]:
     """Examples/s of each steady-state epoch of `model.fit` on normalized float32 arrays.
 
     fit runs whole epochs, as its users do: one to warm up, then enough to cover `steps` about
@@ -203,7 +255,9 @@ def variants_at(plan: Plan, batch: int, device: str | None) -> list[str]:
         names = list(plan.sweep_variants)
     unknown = sorted(set(names) - set(VARIANTS))
     if unknown:
-        raise UserError(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+        raise UserError(
+            f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}"
+        )
     return names
 
 
@@ -212,48 +266,85 @@ def measure_roofs(plan: Plan, device: str | None) -> dict:
     target = device or "/CPU:0"
     dtypes = ["float32", "bfloat16"] + (["float16"] if "GPU" in target.upper() else [])
     batch_sizes = list(plan.batch_sizes)
-    compute = {dtype: roofs.matmul_rates(REFERENCE, batch_sizes, dtype, target, flops=plan.roof_flops)
-               for dtype in dtypes}
+    compute = {
+        dtype: roofs.matmul_rates(REFERENCE, batch_sizes, dtype, target, flops=plan.roof_flops)
+        for dtype in dtypes
+    }
     memory = roofs.memory_rates(target, plan.roof_megabytes)
     bandwidth = max(memory.values())
-    line = {dtype: {str(b): roofs.roofline(REFERENCE, b, compute[dtype]["square"], bandwidth,
-                                           roofs.DTYPES[dtype].size) for b in batch_sizes}
-            for dtype in dtypes}
-    return {"compute_flops_per_sec": compute, "memory_bytes_per_sec": {**memory, "roof": bandwidth},
-            "step_bytes": {str(b): roofs.step_bytes(REFERENCE, b) for b in batch_sizes},
-            "roofline": line}
+    line = {
+        dtype: {
+            str(b): roofs.roofline(
+                REFERENCE, b, compute[dtype]["square"], bandwidth, roofs.DTYPES[dtype].size
+            )
+            for b in batch_sizes
+        }
+        for dtype in dtypes
+    }
+    return {
+        "compute_flops_per_sec": compute,
+        "memory_bytes_per_sec": {**memory, "roof": bandwidth},
+        "step_bytes": {str(b): roofs.step_bytes(REFERENCE, b) for b in batch_sizes},
+        "roofline": line,
+    }
 
 
-def result_row(name: str, batch: int, samples: list[float], keras_eps: float, config: Config,
-               limits: dict) -> dict:
+def result_row(
+    name: str, batch: int, samples: list[float], keras_eps: float, config: Config, limits: dict
+) -> dict:
     """One variant at one batch size: median and jitter, against Keras fit, the float32 compute
     limit (the old field), its own dtype's compute roof and the roofline, and its matmul share."""
     stats, dtype = roofs.jitter(samples), roofs.PRECISION_DTYPE[config.precision]
     eps, line = stats["median"], limits["roofline"][dtype][str(batch)]
     matmul_seconds = limits["compute_flops_per_sec"][dtype][str(batch)]["seconds"]
-    return {"variant": name, "batch_size": batch, "examples_per_sec": eps, "vs_keras_fit": eps / keras_eps,
-            "fraction_of_limit": eps / limits["limit_examples_per_sec"][str(batch)], "dtype": dtype,
-            "fraction_of_dtype_roof": eps / line["compute_bound_examples_per_sec"],
-            "roofline_limit_examples_per_sec": line["limit_examples_per_sec"], "bound": line["bound"],
-            "fraction_of_roofline": eps / line["limit_examples_per_sec"],
-            "matmul_share": matmul_seconds / (batch / eps), "spread": stats["spread"],
-            "min": stats["min"], "max": stats["max"], "rounds": stats["samples"]}
+    return {
+        "variant": name,
+        "batch_size": batch,
+        "examples_per_sec": eps,
+        "vs_keras_fit": eps / keras_eps,
+        "fraction_of_limit": eps / limits["limit_examples_per_sec"][str(batch)],
+        "dtype": dtype,
+        "fraction_of_dtype_roof": eps / line["compute_bound_examples_per_sec"],
+        "roofline_limit_examples_per_sec": line["limit_examples_per_sec"],
+        "bound": line["bound"],
+        "fraction_of_roofline": eps / line["limit_examples_per_sec"],
+        "matmul_share": matmul_seconds / (batch / eps),
+        "spread": stats["spread"],
+        "min": stats["min"],
+        "max": stats["max"],
+        "rounds": stats["samples"],
+    }
 
 
 def measure_batch(train: Split, batch: int, device: str | None, plan: Plan, limits: dict) -> tuple:
     """Keras fit before and after our variants, all timed in turns; rows and Keras's epochs."""
-    configs = {name: variant_config(name, batch, device) for name in variants_at(plan, batch, device)}
+    configs = {
+        name: variant_config(name, batch, device) for name in variants_at(plan, batch, device)
+    }
     base, steps = dataclasses.replace(REFERENCE, batch_size=batch), steps_for(plan, batch)
     # Keras before and after ours: a machine that drifts faster or slower affects both sides.
     epochs = keras_epoch_rates(base, train, steps, plan.rounds)
-    ours = custom_rates(configs, train, device, steps, plan.warmup, plan.rounds, plan.profile,
-                        {"roof": roof_in_turns(device, plan.roof_flops)})
+    ours = custom_rates(
+        configs,
+        train,
+        device,
+        steps,
+        plan.warmup,
+        plan.rounds,
+        plan.profile,
+        {"roof": roof_in_turns(device, plan.roof_flops)},
+    )
     epochs += keras_epoch_rates(base, train, steps, plan.rounds)
     keras_eps, roof = float(np.median(epochs)), roofs.jitter(ours.pop("roof"))
     rows = [result_row("keras_fit", batch, epochs, keras_eps, base, limits)]
-    rows += [result_row(name, batch, values, keras_eps, configs[name], limits) for name, values in ours.items()]
+    rows += [
+        result_row(name, batch, values, keras_eps, configs[name], limits)
+        for name, values in ours.items()
+    ]
     for row in rows:
-        row["fraction_of_roof_in_turns"] = row["examples_per_sec"] * training_flops(REFERENCE) / roof["median"]
+        row["fraction_of_roof_in_turns"] = (
+            row["examples_per_sec"] * training_flops(REFERENCE) / roof["median"]
+        )
     return rows, epochs, roof
 
 
@@ -277,18 +368,32 @@ def run_benchmark(train: Split, plan: Plan, device: str | None) -> dict:
     limits["limit_examples_per_sec"] = {str(b): roof / training_flops(REFERENCE) for b in batches}
     results, keras_epochs, inputs, in_turns = [], {}, {}, {}
     for batch in batches:
-        rows, keras_epochs[str(batch)], in_turns[str(batch)] = measure_batch(train, batch, device, plan, limits)
+        rows, keras_epochs[str(batch)], in_turns[str(batch)] = measure_batch(
+            train, batch, device, plan, limits
+        )
         results += rows
         inputs[str(batch)] = input_rates(train, batch, device, plan.input_batches, plan.rounds)
-    return {"device": device_name(device), "tensorflow": tf.__version__, "keras": keras.__version__,
-            "matmul_flops_per_sec": roof, "flops_per_example": training_flops(REFERENCE),
-            "limit_examples_per_sec": limits.pop("limit_examples_per_sec"), "limit_dtype": "float32",
-            "steps": plan.steps, "steps_per_round": {str(b): steps_for(plan, b) for b in batches},
-            "warmup_steps": plan.warmup, "rounds": plan.rounds, "keras_fit_epochs": keras_epochs,
-            "best": fastpaths.describe(variant_config("best", batches[0], device)),
-            "threading": fastpaths.threading_settings(), **limits, "roof_in_turns_flops_per_sec": in_turns,
-            "input_pipeline": inputs,
-            "goals": goals(results), "results": results}
+    return {
+        "device": device_name(device),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "matmul_flops_per_sec": roof,
+        "flops_per_example": training_flops(REFERENCE),
+        "limit_examples_per_sec": limits.pop("limit_examples_per_sec"),
+        "limit_dtype": "float32",
+        "steps": plan.steps,
+        "steps_per_round": {str(b): steps_for(plan, b) for b in batches},
+        "warmup_steps": plan.warmup,
+        "rounds": plan.rounds,
+        "keras_fit_epochs": keras_epochs,
+        "best": fastpaths.describe(variant_config("best", batches[0], device)),
+        "threading": fastpaths.threading_settings(),
+        **limits,
+        "roof_in_turns_flops_per_sec": in_turns,
+        "input_pipeline": inputs,
+        "goals": goals(results),
+        "results": results,
+    }
 
 
 def goals(results: list[dict]) -> dict:
@@ -298,9 +403,16 @@ def goals(results: list[dict]) -> dict:
         if row["dtype"] == "float32" and row["variant"] != "keras_fit":
             best = out.get(str(row["batch_size"]))
             if best is None or row["examples_per_sec"] > best["examples_per_sec"]:
-                out[str(row["batch_size"])] = {k: row[k] for k in (
-                    "variant", "examples_per_sec", "fraction_of_dtype_roof", "fraction_of_roof_in_turns",
-                    "vs_keras_fit")}
+                out[str(row["batch_size"])] = {
+                    k: row[k]
+                    for k in (
+                        "variant",
+                        "examples_per_sec",
+                        "fraction_of_dtype_roof",
+                        "fraction_of_roof_in_turns",
+                        "vs_keras_fit",
+                    )
+                }
     return out
 
 
@@ -335,8 +447,9 @@ class StopAtAccuracy(Observer):
 def custom_time_to_accuracy(target: float, config: Config, device: str | None) -> dict:
     """Wall seconds (data loading and tracing included) until validation accuracy >= target."""
     stop = StopAtAccuracy(target)
-    config = dataclasses.replace(config, logdir=tempfile.mkdtemp(prefix="tta-"), run_name="custom",
-                                 summaries=False)
+    config = dataclasses.replace(
+        config, logdir=tempfile.mkdtemp(prefix="tta-"), run_name="custom", summaries=False
+    )
     start = time.perf_counter()
     try:
         train_and_evaluate(config, device, observers=[stop])
@@ -348,6 +461,7 @@ def custom_time_to_accuracy(target: float, config: Config, device: str | None) -
 def keras_time_to_accuracy(target: float, config: Config) -> dict:
     """The same model, dropout, AdamW and warm-up + cosine schedule in Keras `fit`."""
     from mlp_core.loop import load_splits
+
     start = time.perf_counter()  # before the data is touched, as for ours
     keras.utils.set_random_seed(config.seed)
     train, val, _ = load_splits(config)
@@ -356,18 +470,34 @@ def keras_time_to_accuracy(target: float, config: Config) -> dict:
     steps = steps_per_epoch(train, config.batch_size)
     warmup = warmup_steps(config.warmup_epochs, steps, config.epochs)
     schedule = keras.optimizers.schedules.CosineDecay(
-        0.0, steps * config.epochs - warmup, warmup_target=config.lr, warmup_steps=warmup)
+        0.0, steps * config.epochs - warmup, warmup_target=config.lr, warmup_steps=warmup
+    )
     layers = [keras.Input((FEATURES,))]
     for n in config.hidden:
-        layers += [keras.layers.Dense(n, activation=config.activation), keras.layers.Dropout(config.dropout)]
+        layers += [
+            keras.layers.Dense(n, activation=config.activation),
+            keras.layers.Dropout(config.dropout),
+        ]
     model = keras.Sequential(layers + [keras.layers.Dense(10)])
-    model.compile(optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-                  loss=keras.losses.CategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    reached = keras.callbacks.LambdaCallback(on_epoch_end=lambda epoch, logs: setattr(
-        model, "stop_training", logs["val_accuracy"] >= target))
-    history = model.fit(x.astype(np.float32) / 255.0, y, batch_size=config.batch_size,
-                        epochs=config.epochs, validation_data=(vx.astype(np.float32) / 255.0, vy),
-                        callbacks=[reached], verbose=0)
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    reached = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: setattr(
+            model, "stop_training", logs["val_accuracy"] >= target
+        )
+    )
+    history = model.fit(
+        x.astype(np.float32) / 255.0,
+        y,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        validation_data=(vx.astype(np.float32) / 255.0, vy),
+        callbacks=[reached],
+        verbose=0,
+    )
     epochs = len(history.history["val_accuracy"])
     hit = history.history["val_accuracy"][-1] >= target
     return {"seconds": time.perf_counter() - start, "epochs": epochs if hit else None}
@@ -382,25 +512,40 @@ def resolve_device(choice: str) -> str | None:
     return "/GPU:0" if choice == "gpu" else default_device()
 
 
-def run_all(plan: Plan, device_choice: str, train_subset: int = 0, target: float | None = None,
-            seeds: int = 1, strategy: str = "default", logical_cpus: int = 0,
-            threads: tuple[int, int] | None = None) -> dict:
+def run_all(
+    plan: Plan,
+    device_choice: str,
+    train_subset: int = 0,
+    target: float | None = None,
+    seeds: int = 1,
+    strategy: str = "default",
+    logical_cpus: int = 0,
+    threads: tuple[int, int] | None = None,
+) -> dict:
     """The whole benchmark as scripts/benchmark.py runs it."""
     from mlp_core.loop import load_splits
+
     if threads is not None:
         fastpaths.set_threads(*threads)
     device = resolve_device(device_choice)
     for batch in plan.batch_sizes:
         variants_at(plan, batch, device)  # unknown names fail before anything is timed
-    train, _, _ = load_splits(dataclasses.replace(REFERENCE, train_subset=train_subset,
-                                                  batch_size=max(plan.batch_sizes)))
+    train, _, _ = load_splits(
+        dataclasses.replace(REFERENCE, train_subset=train_subset, batch_size=max(plan.batch_sizes))
+    )
     report = run_benchmark(train, plan, device)
     if strategy == "mirrored":
-        replicas = list(range(1, max(logical_cpus, len(tf.config.list_physical_devices("GPU")), 1) + 1))
-        report["scaling"] = scaling(replicas, plan.scaling_batch, steps_for(plan, plan.scaling_batch),
-                                    plan.rounds, train_subset)
+        replicas = list(
+            range(1, max(logical_cpus, len(tf.config.list_physical_devices("GPU")), 1) + 1)
+        )
+        report["scaling"] = scaling(
+            replicas,
+            plan.scaling_batch,
+            steps_for(plan, plan.scaling_batch),
+            plan.rounds,
+            train_subset,
+        )
     if target is not None:
         config = dataclasses.replace(Config(), train_subset=train_subset)
         report["time_to_accuracy"] = time_to_accuracy(target, config, device, seeds)
     return report
-

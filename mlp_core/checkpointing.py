@@ -7,6 +7,7 @@ stream is a pure function of (seed, epoch, batch), so on a device-prefetch pipel
 tf.data cannot serialize, and under a tf.distribute strategy, the iterator is rebuilt at the saved
 step instead.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,8 +15,8 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import tensorflow as tf
 
@@ -32,8 +33,10 @@ def saved_checkpoints(directory: str | Path) -> list[str]:
     state = tf.train.get_checkpoint_state(str(directory))
     if state is None:
         return []
-    paths = [p if os.path.isabs(p) else os.path.join(str(directory), p)
-             for p in state.all_model_checkpoint_paths or [state.model_checkpoint_path]]
+    paths = [
+        p if os.path.isabs(p) else os.path.join(str(directory), p)
+        for p in state.all_model_checkpoint_paths or [state.model_checkpoint_path]
+    ]
     return list(reversed(paths))
 
 
@@ -50,14 +53,20 @@ def restore_newest(directory: str | Path, **objects) -> str | None:
             tf.train.Checkpoint(**objects).read(path).expect_partial()
         except (tf.errors.OpError, ValueError) as err:
             reason = (getattr(err, "message", None) or str(err)).strip().splitlines()[0][:160]
-            later = f"trying {Path(paths[number + 1]).name}" if number + 1 < len(paths) else "none left"
-            print(f"warning: skipped {Path(path).name}, it does not restore ({reason}); {later}",
-                  file=sys.stderr)
+            later = (
+                f"trying {Path(paths[number + 1]).name}" if number + 1 < len(paths) else "none left"
+            )
+            print(
+                f"warning: skipped {Path(path).name}, it does not restore ({reason}); {later}",
+                file=sys.stderr,
+            )
             continue
         return path
     if paths:
-        raise UserError(f"{directory}: none of the {len(paths)} checkpoints restores "
-                        f"({', '.join(Path(p).name for p in paths)}); nothing was deleted")
+        raise UserError(
+            f"{directory}: none of the {len(paths)} checkpoints restores "
+            f"({', '.join(Path(p).name for p in paths)}); nothing was deleted"
+        )
     return None
 
 
@@ -85,23 +94,34 @@ class Checkpointer:
         self.ctx, self.state = ctx, RunState()
         self._started = time.perf_counter()
         trainer = ctx.trainer
-        self._progress = dict(model=trainer.model, optimizer=trainer.optimizer,
-                              train_metrics=trainer.train_metrics, global_step=trainer.global_step,
-                              state=self.state)
+        self._progress = dict(
+            model=trainer.model,
+            optimizer=trainer.optimizer,
+            train_metrics=trainer.train_metrics,
+            global_step=trainer.global_step,
+            state=self.state,
+        )
         if trainer.loss_scale is not None:
             self._progress["loss_scale"] = trainer.loss_scale
-        self.restored = restore_newest(ctx.run_dir / CHECKPOINTS, **self._progress) if resume else None
+        self.restored = (
+            restore_newest(ctx.run_dir / CHECKPOINTS, **self._progress) if resume else None
+        )
         self._prior_seconds = float(self.state.elapsed.numpy())
         # A host pipeline's iterator serializes (device-prefetching and distributed ones cannot).
-        on_device = trainer.device_data is not None  # no iterator: batches come from the step number
+        on_device = (
+            trainer.device_data is not None
+        )  # no iterator: batches come from the step number
         self._saves_iterator = ctx.device is None and not trainer.distributed and not on_device
         self.batches = None if on_device else self._open_batches(resume)
         saved = dict(self._progress)
         if self._saves_iterator:
             saved["iterator"] = self.batches
         self.manager = tf.train.CheckpointManager(
-            tf.train.Checkpoint(**saved), checkpoint_dir(ctx), max_to_keep=KEEP_CHECKPOINTS,
-            step_counter=trainer.global_step)
+            tf.train.Checkpoint(**saved),
+            checkpoint_dir(ctx),
+            max_to_keep=KEEP_CHECKPOINTS,
+            step_counter=trainer.global_step,
+        )
 
     @property
     def latest(self) -> str | None:
@@ -121,8 +141,10 @@ class Checkpointer:
         try:
             return self.manager.save(checkpoint_number=self.step)
         except (OSError, tf.errors.OpError) as err:
-            raise UserError(f"{self.ctx.run_dir / CHECKPOINTS}: cannot write a checkpoint: "
-                            f"{getattr(err, 'message', err)}") from None
+            raise UserError(
+                f"{self.ctx.run_dir / CHECKPOINTS}: cannot write a checkpoint: "
+                f"{getattr(err, 'message', err)}"
+            ) from None
 
     def start_epoch(self, epoch: int) -> None:
         """Device-resident data draws the order of epoch `epoch` (1-based) for its in-graph batches."""
@@ -134,7 +156,9 @@ class Checkpointer:
         if resume and self.restored is not None and self._saves_iterator:
             batches = iter(self._dataset(0, 0))
             try:
-                tf.train.Checkpoint(iterator=batches).read(self.restored).assert_existing_objects_matched()
+                tf.train.Checkpoint(iterator=batches).read(
+                    self.restored
+                ).assert_existing_objects_matched()
                 return batches
             except AssertionError:
                 pass  # saved by a device-prefetching or distributed run: rebuild by position
@@ -153,7 +177,7 @@ class GracefulStop:
         self.signum: int | None = None
         self._previous = {}
 
-    def __enter__(self) -> "GracefulStop":
+    def __enter__(self) -> GracefulStop:
         for sig in self.SIGNALS:
             self._previous[sig] = signal.signal(sig, self._request)
         return self

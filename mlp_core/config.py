@@ -3,14 +3,16 @@
 Every run saves its Config as `config.json` and to TensorBoard, so a number can always be traced
 back to the settings that produced it.
 """
+
 from __future__ import annotations
 
 import argparse
 import dataclasses
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any
 
 from mlp_core.errors import ArgumentParser, UserError
 
@@ -76,13 +78,15 @@ class Config:
     balance: str = "none"
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "Config":
+    def from_dict(cls, values: dict[str, Any]) -> Config:
         """Rebuild a Config from `config.json`; unknown keys are an error, not silently dropped."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - names)
@@ -137,7 +141,8 @@ def _hidden(text: str) -> tuple[int, ...]:
         sizes = tuple(int(part) for part in text.split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"must be comma-separated layer sizes like 512,256, got {text!r}") from None
+            f"must be comma-separated layer sizes like 512,256, got {text!r}"
+        ) from None
     if any(s <= 0 for s in sizes):
         raise argparse.ArgumentTypeError(f"layer sizes must be positive, got {text!r}")
     return sizes
@@ -219,57 +224,140 @@ def add_config_flags(parser: argparse.ArgumentParser, defaults: Config = Config(
     add("--clip-norm", type=_nonneg_float, default=d.clip_norm, help="global-norm clip; 0 = off")
     add("--seed", type=_nonneg_int, default=d.seed)
     add("--val-size", type=_nonneg_int, default=d.val_size, help="last N training images")
-    add("--no-normalize", dest="normalize", action="store_false",
-        help="feed raw 0..255 pixels (for the normalization experiment)")
-    add("--train-subset", type=_nonneg_int, default=d.train_subset,
-        help="train on the first N training images only; 0 = all")
-    add("--checkpoint-every", type=_nonneg_int, default=d.checkpoint_every,
-        help="also checkpoint every N steps mid-epoch; 0 = at epoch ends only")
-    add("--no-summaries", dest="summaries", action="store_false",
-        help="write no TensorBoard summaries (for throughput comparisons)")
-    add("--log-every", type=_nonneg_int, default=d.log_every,
-        help="TensorBoard training scalars every N steps; 0 = off")
-    add("--histogram-every", type=_nonneg_int, default=d.histogram_every,
-        help="weight, gradient and activation histograms every N epochs; 0 = off")
-    add("--profile-steps", type=_step_range, default=d.profile_steps, metavar="A:B",
-        help="capture a TensorBoard profile of training steps A..B (from 1) into the run directory")
-    add("--jit", dest="jit_compile", action=argparse.BooleanOptionalAction, default=d.jit_compile,
-        help="compile the step with XLA (default: the device's fastest)")
-    add("--steps-per-call", type=_nonneg_int, default=d.steps_per_call,
-        help="training steps per compiled call; 0 = the device's fastest")
-    add("--data-on-device", action=argparse.BooleanOptionalAction, default=d.data_on_device,
-        help="hold the training set on the device and draw batches in-graph")
-    add("--precision", choices=PRECISIONS, default=d.precision,
-        help="mixed_* compute in half precision with float32 weights")
+    add(
+        "--no-normalize",
+        dest="normalize",
+        action="store_false",
+        help="feed raw 0..255 pixels (for the normalization experiment)",
+    )
+    add(
+        "--train-subset",
+        type=_nonneg_int,
+        default=d.train_subset,
+        help="train on the first N training images only; 0 = all",
+    )
+    add(
+        "--checkpoint-every",
+        type=_nonneg_int,
+        default=d.checkpoint_every,
+        help="also checkpoint every N steps mid-epoch; 0 = at epoch ends only",
+    )
+    add(
+        "--no-summaries",
+        dest="summaries",
+        action="store_false",
+        help="write no TensorBoard summaries (for throughput comparisons)",
+    )
+    add(
+        "--log-every",
+        type=_nonneg_int,
+        default=d.log_every,
+        help="TensorBoard training scalars every N steps; 0 = off",
+    )
+    add(
+        "--histogram-every",
+        type=_nonneg_int,
+        default=d.histogram_every,
+        help="weight, gradient and activation histograms every N epochs; 0 = off",
+    )
+    add(
+        "--profile-steps",
+        type=_step_range,
+        default=d.profile_steps,
+        metavar="A:B",
+        help="capture a TensorBoard profile of training steps A..B (from 1) into the run directory",
+    )
+    add(
+        "--jit",
+        dest="jit_compile",
+        action=argparse.BooleanOptionalAction,
+        default=d.jit_compile,
+        help="compile the step with XLA (default: the device's fastest)",
+    )
+    add(
+        "--steps-per-call",
+        type=_nonneg_int,
+        default=d.steps_per_call,
+        help="training steps per compiled call; 0 = the device's fastest",
+    )
+    add(
+        "--data-on-device",
+        action=argparse.BooleanOptionalAction,
+        default=d.data_on_device,
+        help="hold the training set on the device and draw batches in-graph",
+    )
+    add(
+        "--precision",
+        choices=PRECISIONS,
+        default=d.precision,
+        help="mixed_* compute in half precision with float32 weights",
+    )
     add("--data-dir", default=d.data_dir, help="IDX files or mnist.npz; default: packaged copy")
     add("--logdir", default=d.logdir, help="parent directory of run directories")
-    add("--run-name", type=_run_name, default=d.run_name, help="run directory name; default: timestamp")
-    add("--strategy", choices=STRATEGIES, default=d.strategy,
-        help="tf.distribute: one device, all local GPUs (mirrored) or the TF_CONFIG cluster")
-    add("--logical-cpus", type=_nonneg_int, default=d.logical_cpus,
-        help="split the CPU into N logical devices (for mirrored without GPUs); 0 = no split")
+    add(
+        "--run-name",
+        type=_run_name,
+        default=d.run_name,
+        help="run directory name; default: timestamp",
+    )
+    add(
+        "--strategy",
+        choices=STRATEGIES,
+        default=d.strategy,
+        help="tf.distribute: one device, all local GPUs (mirrored) or the TF_CONFIG cluster",
+    )
+    add(
+        "--logical-cpus",
+        type=_nonneg_int,
+        default=d.logical_cpus,
+        help="split the CPU into N logical devices (for mirrored without GPUs); 0 = no split",
+    )
     _add_recipe_flags(add, d)
 
 
 def _add_recipe_flags(add, d: Config) -> None:
     """Preset, augmentation strengths and the imbalance remedies (docs/best.md)."""
-    add("--preset", choices=PRESETS, default=d.preset,
-        help="a named set of flag values; flags given explicitly win")
+    add(
+        "--preset",
+        choices=PRESETS,
+        default=d.preset,
+        help="a named set of flag values; flags given explicitly win",
+    )
     add("--augment", choices=AUGMENTS, default=d.augment, help="distort training batches in-graph")
     add("--rotate", type=_nonneg_float, default=d.rotate, help="max rotation, degrees")
     add("--scale", type=_fraction, default=d.scale, help="max relative scaling, per axis")
     add("--shear", type=_nonneg_float, default=d.shear, help="max horizontal shear, degrees")
     add("--translate", type=_nonneg_float, default=d.translate, help="max shift, pixels")
-    add("--elastic-sigma", type=_positive_float, default=d.elastic_sigma,
-        help="elastic: Gaussian width of the displacement field, pixels")
-    add("--elastic-alpha", type=_nonneg_float, default=d.elastic_alpha,
-        help="elastic: scale of the displacement field, pixels")
-    add("--augment-digits", type=_digits, default=d.augment_digits,
-        help="augment only these classes, e.g. 9 or 3,5; default: all")
-    add("--class-weights", choices=("none", "balanced"), default=d.class_weights,
-        help="balanced: weight each example's loss by N / (10 * its class count)")
-    add("--balance", choices=("none", "oversample"), default=d.balance,
-        help="oversample: draw training batches with every class equally likely")
+    add(
+        "--elastic-sigma",
+        type=_positive_float,
+        default=d.elastic_sigma,
+        help="elastic: Gaussian width of the displacement field, pixels",
+    )
+    add(
+        "--elastic-alpha",
+        type=_nonneg_float,
+        default=d.elastic_alpha,
+        help="elastic: scale of the displacement field, pixels",
+    )
+    add(
+        "--augment-digits",
+        type=_digits,
+        default=d.augment_digits,
+        help="augment only these classes, e.g. 9 or 3,5; default: all",
+    )
+    add(
+        "--class-weights",
+        choices=("none", "balanced"),
+        default=d.class_weights,
+        help="balanced: weight each example's loss by N / (10 * its class count)",
+    )
+    add(
+        "--balance",
+        choices=("none", "oversample"),
+        default=d.balance,
+        help="oversample: draw training batches with every class equally likely",
+    )
 
 
 def explicit_fields(argv: Sequence[str] | None = None) -> set[str]:

@@ -1,4 +1,5 @@
 """Console output: one progress bar per epoch on a terminal, one line per epoch otherwise."""
+
 from __future__ import annotations
 
 import sys
@@ -14,8 +15,17 @@ class ProgressBar:
     call every step: only when a redraw is due does the caller fetch metric values from the device.
     """
 
-    def __init__(self, epoch: int, epochs: int, steps: int, batch_size: int,
-                 stream: TextIO = sys.stderr, interval: float = 0.25, width: int = 24, done: int = 0):
+    def __init__(
+        self,
+        epoch: int,
+        epochs: int,
+        steps: int,
+        batch_size: int,
+        stream: TextIO = sys.stderr,
+        interval: float = 0.25,
+        width: int = 24,
+        done: int = 0,
+    ):
         self.epoch, self.epochs, self.steps, self.batch_size = epoch, epochs, steps, batch_size
         self.done = done  # steps of this epoch run before a resume: not part of the rate
         self.stream, self.interval, self.width = stream, interval, width
@@ -49,8 +59,10 @@ class ProgressBar:
     def _line(self, step: int, loss: float, accuracy: float, seconds: float) -> str:
         rate = (step - self.done) * self.batch_size / max(seconds, 1e-9)
         filled = self.width * step // max(self.steps, 1)
-        return (f"epoch {self.epoch}/{self.epochs} [{'#' * filled}{'.' * (self.width - filled)}] "
-                f"{step}/{self.steps}  loss {loss:.4f}  acc {accuracy:.4f}  {rate:,.0f} ex/s")
+        return (
+            f"epoch {self.epoch}/{self.epochs} [{'#' * filled}{'.' * (self.width - filled)}] "
+            f"{step}/{self.steps}  loss {loss:.4f}  acc {accuracy:.4f}  {rate:,.0f} ex/s"
+        )
 
 
 def _clock(seconds: float) -> str:
@@ -64,10 +76,12 @@ def summary(metrics: dict) -> str:
     """The short report printed after a run."""
     val = metrics.get("val_accuracy")
     val_text = f"val {100 * val:.2f} %  " if val is not None else ""
-    return (f"test accuracy {100 * metrics['test_accuracy']:.2f} %  (loss {metrics['test_loss']:.4f})  "
-            f"{val_text}\n{_count(metrics['epochs'], 'epoch')} in {metrics['wall_seconds']:.1f} s, "
-            f"{metrics['train_examples_per_sec']:,.0f} train examples/s\n"
-            f"run directory: {metrics['run_dir']}")
+    return (
+        f"test accuracy {100 * metrics['test_accuracy']:.2f} %  (loss {metrics['test_loss']:.4f})  "
+        f"{val_text}\n{_count(metrics['epochs'], 'epoch')} in {metrics['wall_seconds']:.1f} s, "
+        f"{metrics['train_examples_per_sec']:,.0f} train examples/s\n"
+        f"run directory: {metrics['run_dir']}"
+    )
 
 
 def _count(n: int, noun: str) -> str:

@@ -3,6 +3,7 @@
 The four IDX files ship inside the package, so training needs no network. Every problem with a file
 becomes a one-line DataError that names the file and what is wrong with it.
 """
+
 from __future__ import annotations
 
 import gzip
@@ -38,7 +39,7 @@ class Split:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def take(self, start: int, stop: int | None = None) -> "Split":
+    def take(self, start: int, stop: int | None = None) -> Split:
         return Split(self.images[start:stop], self.labels[start:stop])
 
 
@@ -58,16 +59,27 @@ def load_mnist(data_dir: str | Path | None = None) -> Mnist:
     directory = packaged_dir() if data_dir is None else Path(data_dir)
     if not directory.is_dir():
         raise DataError(f"{directory}: data directory does not exist")
-    if not any(_find(directory, name) for name in FILES.values()) and (directory / "mnist.npz").is_file():
+    if (
+        not any(_find(directory, name) for name in FILES.values())
+        and (directory / "mnist.npz").is_file()
+    ):
         npz = directory / "mnist.npz"
         return _validated(*_read_npz(npz), f"{npz} (x_train, y_train)", f"{npz} (x_test, y_test)")
     sums = _read_sums(directory / "SHA256SUMS")
     paths = {key: _require(directory, name) for key, name in FILES.items()}
     arrays = {key: _read_idx(path, sums.get(FILES[key])) for key, path in paths.items()}
-    pair = {part: f"{directory}/{{{paths[part + '_images'].name}, {paths[part + '_labels'].name}}}"
-            for part in ("train", "test")}
-    return _validated(arrays["train_images"], arrays["train_labels"],
-                      arrays["test_images"], arrays["test_labels"], pair["train"], pair["test"])
+    pair = {
+        part: f"{directory}/{{{paths[part + '_images'].name}, {paths[part + '_labels'].name}}}"
+        for part in ("train", "test")
+    }
+    return _validated(
+        arrays["train_images"],
+        arrays["train_labels"],
+        arrays["test_images"],
+        arrays["test_labels"],
+        pair["train"],
+        pair["test"],
+    )
 
 
 def split_validation(train: Split, val_size: int) -> tuple[Split, Split]:
@@ -88,8 +100,10 @@ def _find(directory: Path, name: str) -> Path | None:
 def _require(directory: Path, name: str) -> Path:
     path = _find(directory, name)
     if path is None:
-        raise DataError(f"{directory / name}[.gz]: file not found (need the four MNIST IDX files "
-                        "or a mnist.npz)")
+        raise DataError(
+            f"{directory / name}[.gz]: file not found (need the four MNIST IDX files "
+            "or a mnist.npz)"
+        )
     return path
 
 
@@ -127,11 +141,13 @@ def _read_idx(path: Path, expected_sha256: str | None = None) -> np.ndarray:
     header = 4 + 4 * rank
     if rank == 0 or len(data) < header:
         raise DataError(f"{path}: truncated IDX header")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(rank))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(rank))
     expected = int(np.prod(shape))
     if len(data) - header != expected:
-        raise DataError(f"{path}: {'truncated' if len(data) - header < expected else 'oversized'}: "
-                        f"shape {shape} needs {expected} data bytes, found {len(data) - header}")
+        raise DataError(
+            f"{path}: {'truncated' if len(data) - header < expected else 'oversized'}: "
+            f"shape {shape} needs {expected} data bytes, found {len(data) - header}"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -147,14 +163,18 @@ def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
 
 
 def _validated(x_train, y_train, x_test, y_test, train_source: str, test_source: str) -> Mnist:
-    return Mnist(train=_check_split(x_train, y_train, train_source),
-                 test=_check_split(x_test, y_test, test_source))
+    return Mnist(
+        train=_check_split(x_train, y_train, train_source),
+        test=_check_split(x_test, y_test, test_source),
+    )
 
 
 def _check_split(images: np.ndarray, labels: np.ndarray, where: str) -> Split:
     """Enforce the invariants the rest of the code relies on: uint8, [N,28,28], [N], labels 0..9."""
     if images.dtype != np.uint8 or labels.dtype != np.uint8:
-        raise DataError(f"{where}: dtype images {images.dtype}, labels {labels.dtype}; expected uint8")
+        raise DataError(
+            f"{where}: dtype images {images.dtype}, labels {labels.dtype}; expected uint8"
+        )
     if images.ndim != 3 or images.shape[1:] != (IMAGE_SIDE, IMAGE_SIDE):
         raise DataError(f"{where}: images have shape {images.shape}, expected [N, 28, 28]")
     if labels.ndim != 1:

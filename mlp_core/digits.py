@@ -4,6 +4,7 @@ MNIST digits are white ink on black, size-normalized to fit a 20x20 box (keeping
 ratio) and centred by centre of mass in a 28x28 field. A phone photo or a drawing is usually dark
 ink on light paper, any size, in colour; `mnist_like` undoes each of those differences.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -31,7 +32,9 @@ def read_image(path: str | Path) -> np.ndarray:
     except OSError as err:
         raise UserError(f"{path}: cannot read: {err.strerror}") from None
     except (tf.errors.InvalidArgumentError, ValueError):
-        raise UserError(f"{path}: not an image TensorFlow can decode (PNG, JPEG, GIF or BMP)") from None
+        raise UserError(
+            f"{path}: not an image TensorFlow can decode (PNG, JPEG, GIF or BMP)"
+        ) from None
     if pixels.size == 0:
         raise UserError(f"{path}: empty image")
     pixels = pixels.astype(np.float32) / 255.0
@@ -47,8 +50,10 @@ def check_pixel_count(data: bytes, path: str | Path) -> None:
     """Refuse an image over MAX_PIXELS from its header, before decoding allocates it."""
     size = header_size(data)
     if size is not None and size[0] * size[1] > MAX_PIXELS:
-        raise UserError(f"{path}: image is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, over "
-                        f"the limit of {MAX_PIXELS:,}; scale it down first")
+        raise UserError(
+            f"{path}: image is {size[0]}x{size[1]} = {size[0] * size[1]:,} pixels, over "
+            f"the limit of {MAX_PIXELS:,}; scale it down first"
+        )
 
 
 def header_size(data: bytes) -> tuple[int, int] | None:
@@ -77,10 +82,12 @@ def _jpeg_size(data: bytes) -> tuple[int, int] | None:
             i += 1
             continue
         if marker in JPEG_SOF and i + 9 <= len(data):
-            return int.from_bytes(data[i + 7:i + 9], "big"), int.from_bytes(data[i + 5:i + 7], "big")
+            return int.from_bytes(data[i + 7 : i + 9], "big"), int.from_bytes(
+                data[i + 5 : i + 7], "big"
+            )
         if marker == 0xDA:  # image data starts: no size before it
             return None
-        i += 2 + int.from_bytes(data[i + 2:i + 4], "big")
+        i += 2 + int.from_bytes(data[i + 2 : i + 4], "big")
     return None
 
 
@@ -99,11 +106,12 @@ def mnist_like(gray: np.ndarray, where: str = "image") -> np.ndarray:
     rows, cols = np.nonzero(strength >= INK_THRESHOLD)
     if rows.size == 0:
         raise UserError(f"{where}: no digit found (the image is blank)")
-    crop = strength[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
+    crop = strength[rows.min() : rows.max() + 1, cols.min() : cols.max() + 1]
     scale = BOX / max(crop.shape)
     size = [max(1, round(crop.shape[0] * scale)), max(1, round(crop.shape[1] * scale))]
-    digit = tf.image.resize(crop[..., None], size, method="area" if scale < 1 else "bilinear",
-                            antialias=True).numpy()[..., 0]
+    digit = tf.image.resize(
+        crop[..., None], size, method="area" if scale < 1 else "bilinear", antialias=True
+    ).numpy()[..., 0]
     return _centre_by_mass(np.clip(digit, 0.0, 1.0))
 
 
@@ -111,11 +119,13 @@ def _centre_by_mass(digit: np.ndarray) -> np.ndarray:
     """Paste `digit` into a 28x28 field so that its centre of mass lands on the centre."""
     field = np.zeros((IMAGE_SIDE, IMAGE_SIDE), np.float32)
     h, w = digit.shape
-    mass_y, mass_x = (np.indices(digit.shape) * digit).reshape(2, -1).sum(1) / max(digit.sum(), 1e-6)
+    mass_y, mass_x = (np.indices(digit.shape) * digit).reshape(2, -1).sum(1) / max(
+        digit.sum(), 1e-6
+    )
     centre = IMAGE_SIDE / 2  # where MNIST's centres of mass sit (measured: about 14.0)
     top = int(np.clip(round(centre - mass_y), 0, IMAGE_SIDE - h))
     left = int(np.clip(round(centre - mass_x), 0, IMAGE_SIDE - w))
-    field[top:top + h, left:left + w] = digit
+    field[top : top + h, left : left + w] = digit
     return np.round(field * 255.0).astype(np.uint8)
 
 

@@ -10,10 +10,11 @@ count > 1 (the updates of consecutive steps add up without cancelling only if th
 same way). Each epoch, per hidden layer on the fixed validation batch (dropout off): the fraction
 of dead units (never above 0) and the mean and standard deviation of the activations.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import partial
-from typing import Sequence
 
 import tensorflow as tf
 from tensorboard.plugins.custom_scalar import layout_pb2
@@ -24,24 +25,34 @@ from mlp_core.model import MLP
 from mlp_core.step import preprocess
 
 PREFIX = "dynamics"
-PER_STEP = {"grad_norm": "gradient norm", "weight_norm": "weight norm",
-            "update_ratio": "update-to-weight ratio"}
-PER_EPOCH = {"dead_fraction": "dead-unit fraction", "activation_mean": "activation mean",
-             "activation_std": "activation standard deviation"}
+PER_STEP = {
+    "grad_norm": "gradient norm",
+    "weight_norm": "weight norm",
+    "update_ratio": "update-to-weight ratio",
+}
+PER_EPOCH = {
+    "dead_fraction": "dead-unit fraction",
+    "activation_mean": "activation mean",
+    "activation_std": "activation standard deviation",
+}
 
 
 def layer_variables(model: MLP) -> list[tuple[str, list[int]]]:
     """Each layer's name and the positions of its kernel and bias in `model.trainable_variables`
     (the order of the step's gradients)."""
     position = {v.ref(): i for i, v in enumerate(model.trainable_variables)}
-    return [(layer.name, [position[layer.kernel.ref()], position[layer.bias.ref()]])
-            for layer in model.layers]
+    return [
+        (layer.name, [position[layer.kernel.ref()], position[layer.bias.ref()]])
+        for layer in model.layers
+    ]
 
 
 def grad_norms(model: MLP, l2_losses: tf.Tensor) -> dict[str, tf.Tensor]:
     """Per-layer gradient norms from the step's per-variable l2 losses (sum of squares / 2)."""
-    return {name: tf.sqrt(2.0 * tf.reduce_sum(tf.gather(l2_losses, index)))
-            for name, index in layer_variables(model)}
+    return {
+        name: tf.sqrt(2.0 * tf.reduce_sum(tf.gather(l2_losses, index)))
+        for name, index in layer_variables(model)
+    }
 
 
 def _layer_norm(tensors: Sequence[tf.Tensor]) -> tf.Tensor:
@@ -54,12 +65,14 @@ def weight_norms(model: MLP) -> dict[str, tf.Tensor]:
 
 def snapshot(model: MLP) -> dict[str, list[tf.Tensor]]:
     """Copies of every layer's variables (an update after this does not change them)."""
-    return {layer.name: [tf.identity(layer.kernel), tf.identity(layer.bias)]
-            for layer in model.layers}
+    return {
+        layer.name: [tf.identity(layer.kernel), tf.identity(layer.bias)] for layer in model.layers
+    }
 
 
-def update_ratios(model: MLP, before: dict[str, list[tf.Tensor]],
-                  count: int | tf.Tensor) -> dict[str, tf.Tensor]:
+def update_ratios(
+    model: MLP, before: dict[str, list[tf.Tensor]], count: int | tf.Tensor
+) -> dict[str, tf.Tensor]:
     """|W_now - W_before| / (count * |W_before|) per layer: the update applied per step since
     `before` was taken `count` steps ago, relative to the weights it was applied to."""
     ratios = {}
@@ -70,11 +83,15 @@ def update_ratios(model: MLP, before: dict[str, list[tf.Tensor]],
     return ratios
 
 
-def step_values(model: MLP, l2_losses: tf.Tensor, before: dict[str, list[tf.Tensor]],
-                count: tf.Tensor) -> dict[str, dict[str, tf.Tensor]]:
+def step_values(
+    model: MLP, l2_losses: tf.Tensor, before: dict[str, list[tf.Tensor]], count: tf.Tensor
+) -> dict[str, dict[str, tf.Tensor]]:
     """Every per-layer quantity logged every `log_every` steps."""
-    return {"grad_norm": grad_norms(model, l2_losses), "weight_norm": weight_norms(model),
-            "update_ratio": update_ratios(model, before, count)}
+    return {
+        "grad_norm": grad_norms(model, l2_losses),
+        "weight_norm": weight_norms(model),
+        "update_ratio": update_ratios(model, before, count),
+    }
 
 
 def unit_statistics(activations: Sequence[tf.Tensor]) -> dict[str, dict[str, tf.Tensor]]:
@@ -84,26 +101,34 @@ def unit_statistics(activations: Sequence[tf.Tensor]) -> dict[str, dict[str, tf.
     stats = {}
     for i, a in enumerate(activations):
         dead = tf.reduce_max(a, axis=0) <= 0.0
-        stats[f"hidden_{i}"] = {"dead_fraction": tf.reduce_mean(tf.cast(dead, tf.float32)),
-                                "activation_mean": tf.reduce_mean(a),
-                                "activation_std": tf.math.reduce_std(a)}
+        stats[f"hidden_{i}"] = {
+            "dead_fraction": tf.reduce_mean(tf.cast(dead, tf.float32)),
+            "activation_mean": tf.reduce_mean(a),
+            "activation_std": tf.math.reduce_std(a),
+        }
     return stats
 
 
 def scalars_layout(hidden_layers: int) -> layout_pb2.Layout:
     """Custom Scalars: train and validation loss and accuracy in one chart each, then one chart per
     dynamics quantity with a line per layer (the regular expressions pick the tags)."""
+
     def chart(title: str, regex: str) -> layout_pb2.Chart:
-        return layout_pb2.Chart(title=title,
-                                multiline=layout_pb2.MultilineChartContent(tag=[regex]))
-    metrics = [chart(f"{key} (train, validation, test)", f"^{key}$") for key in ("loss", "accuracy")]
-    per_step = [chart(f"{title} per layer", f"^{PREFIX}/{key}/")
-                for key, title in PER_STEP.items()]
-    per_epoch = [chart(f"{title} per hidden layer", f"^{PREFIX}/{key}/")
-                 for key, title in PER_EPOCH.items()]
-    categories = [layout_pb2.Category(title="loss and accuracy", chart=metrics),
-                  layout_pb2.Category(title="training dynamics, every --log-every steps",
-                                      chart=per_step)]
+        return layout_pb2.Chart(
+            title=title, multiline=layout_pb2.MultilineChartContent(tag=[regex])
+        )
+
+    metrics = [
+        chart(f"{key} (train, validation, test)", f"^{key}$") for key in ("loss", "accuracy")
+    ]
+    per_step = [chart(f"{title} per layer", f"^{PREFIX}/{key}/") for key, title in PER_STEP.items()]
+    per_epoch = [
+        chart(f"{title} per hidden layer", f"^{PREFIX}/{key}/") for key, title in PER_EPOCH.items()
+    ]
+    categories = [
+        layout_pb2.Category(title="loss and accuracy", chart=metrics),
+        layout_pb2.Category(title="training dynamics, every --log-every steps", chart=per_step),
+    ]
     if hidden_layers:
         categories.append(layout_pb2.Category(title="hidden units, each epoch", chart=per_epoch))
     return layout_pb2.Layout(category=categories)

@@ -2,12 +2,14 @@
 
 Scripts never show a traceback for bad input: they print `error: <what is wrong>` and exit non-zero.
 """
+
 from __future__ import annotations
 
 import argparse
 import signal
 import sys
-from typing import Callable, NoReturn
+from collections.abc import Callable
+from typing import NoReturn
 
 
 class UserError(Exception):
@@ -27,7 +29,8 @@ class Interrupted(UserError):
         self.exit_code = 128 + signum
         super().__init__(
             f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved. Resume with: "
-            f"python scripts/train.py --logdir {config.logdir} --run-name {config.run_name} --resume")
+            f"python scripts/train.py --logdir {config.logdir} --run-name {config.run_name} --resume"
+        )
 
 
 class DivergedError(UserError):

@@ -1,4 +1,5 @@
 """Predictions over a whole split and the counts built from them, shared by summaries and analysis."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -10,12 +11,13 @@ from mlp_core.pipeline import FEATURES
 from mlp_core.step import preprocess
 
 
-def predict_probabilities(model: MLP, images: np.ndarray, normalize: bool,
-                          batch_size: int = 2000) -> np.ndarray:
+def predict_probabilities(
+    model: MLP, images: np.ndarray, normalize: bool, batch_size: int = 2000
+) -> np.ndarray:
     """Softmax probabilities [N, 10] for uint8 images [N, 28, 28], with the training preprocessing."""
     chunks = []
     for start in range(0, len(images), batch_size):
-        flat = tf.reshape(images[start:start + batch_size], [-1, FEATURES])
+        flat = tf.reshape(images[start : start + batch_size], [-1, FEATURES])
         chunks.append(tf.nn.softmax(model(preprocess(flat, normalize), training=False)).numpy())
     return np.concatenate(chunks) if chunks else np.zeros((0, NUM_CLASSES), np.float32)
 

@@ -3,6 +3,7 @@
 Everything printed is also written to `explore.json`, so the answers in docs/ cite numbers a reader
 can regenerate with `scripts/explore.py`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,13 +28,20 @@ def split_stats(split: Split) -> dict:
     counts = np.bincount(split.labels, minlength=NUM_CLASSES)
     pixels = split.images.astype(np.float64)
     return {
-        "samples": len(split), "image_shape": list(split.images.shape),
-        "image_dtype": str(split.images.dtype), "label_shape": list(split.labels.shape),
-        "label_dtype": str(split.labels.dtype), "unique_labels": np.unique(split.labels).tolist(),
-        "pixel_min": int(split.images.min()), "pixel_max": int(split.images.max()),
-        "pixel_mean": float(pixels.mean()), "pixel_std": float(pixels.std()),
-        "label_counts": counts.tolist(), "balance_ratio": float(counts.max() / counts.min()),
-        "rarest_digit": int(counts.argmin()), "commonest_digit": int(counts.argmax()),
+        "samples": len(split),
+        "image_shape": list(split.images.shape),
+        "image_dtype": str(split.images.dtype),
+        "label_shape": list(split.labels.shape),
+        "label_dtype": str(split.labels.dtype),
+        "unique_labels": np.unique(split.labels).tolist(),
+        "pixel_min": int(split.images.min()),
+        "pixel_max": int(split.images.max()),
+        "pixel_mean": float(pixels.mean()),
+        "pixel_std": float(pixels.std()),
+        "label_counts": counts.tolist(),
+        "balance_ratio": float(counts.max() / counts.min()),
+        "rarest_digit": int(counts.argmin()),
+        "commonest_digit": int(counts.argmax()),
     }
 
 
@@ -46,13 +54,17 @@ def report(stats: dict) -> str:
     lines = []
     for name in ("train", "test"):
         s = stats[name]
-        lines += [f"{name}: {s['samples']:,} samples; images {s['image_shape']} {s['image_dtype']}, labels "
-                  f"{s['label_shape']} {s['label_dtype']}, unique labels {s['unique_labels']}",
-                  f"  pixels {s['pixel_min']}..{s['pixel_max']}, mean {s['pixel_mean']:.2f}, "
-                  f"std {s['pixel_std']:.2f}",
-                  f"  per-label counts {s['label_counts']}; max/min = {s['balance_ratio']:.3f} "
-                  f"(most {s['commonest_digit']}, fewest {s['rarest_digit']})"]
-    return "\n".join(lines + ["issues to deal with:"] + [f"  - {issue}" for issue in stats["issues"]])
+        lines += [
+            f"{name}: {s['samples']:,} samples; images {s['image_shape']} {s['image_dtype']}, labels "
+            f"{s['label_shape']} {s['label_dtype']}, unique labels {s['unique_labels']}",
+            f"  pixels {s['pixel_min']}..{s['pixel_max']}, mean {s['pixel_mean']:.2f}, "
+            f"std {s['pixel_std']:.2f}",
+            f"  per-label counts {s['label_counts']}; max/min = {s['balance_ratio']:.3f} "
+            f"(most {s['commonest_digit']}, fewest {s['rarest_digit']})",
+        ]
+    return "\n".join(
+        lines + ["issues to deal with:"] + [f"  - {issue}" for issue in stats["issues"]]
+    )
 
 
 def balance_figure(stats: dict):

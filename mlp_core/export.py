@@ -3,6 +3,7 @@
 The export wraps the trained MLP with the same preprocessing the train step used, so a client
 sends pixels exactly as MNIST stores them and needs nothing from this package to use the model.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -35,8 +36,10 @@ class ServingModel(tf.Module):
         flat = tf.reshape(images, [-1, FEATURES])
         logits = self.model(preprocess(flat, self.normalize), training=False)
         # Classes come from the logits, as in evaluation, so ties in probability cannot differ.
-        return {"probabilities": tf.nn.softmax(logits),
-                "classes": tf.argmax(logits, axis=-1, output_type=tf.int64)}
+        return {
+            "probabilities": tf.nn.softmax(logits),
+            "classes": tf.argmax(logits, axis=-1, output_type=tf.int64),
+        }
 
 
 def export_model(model: MLP, normalize: bool, path: str | Path) -> Path:
@@ -50,7 +53,9 @@ def export_model(model: MLP, normalize: bool, path: str | Path) -> Path:
             shutil.rmtree(path)
         staging.rename(path)
     except (OSError, tf.errors.OpError) as err:
-        raise UserError(f"{path}: cannot write the SavedModel: {getattr(err, 'message', err)}") from None
+        raise UserError(
+            f"{path}: cannot write the SavedModel: {getattr(err, 'message', err)}"
+        ) from None
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return path

@@ -3,6 +3,7 @@
 `None`, 0 and "auto" in the Config mean "pick for this device". The resolved values are what
 config.json records, so a resumed run keeps them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -20,8 +21,9 @@ CPU_DEFAULTS = dict(jit_compile=False, steps_per_call=16, data_on_device=True, p
 # (the reference MLP's forward and backward: 1.25x at batch 128, 1.4x at batch 512 on the 2-core
 # CPU); without them bfloat16 is emulated and slower, so those keep float32.
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-GPU_DEFAULTS = dict(jit_compile=True, steps_per_call=16, data_on_device=True,
-                    precision="mixed_float16")
+GPU_DEFAULTS = dict(
+    jit_compile=True, steps_per_call=16, data_on_device=True, precision="mixed_float16"
+)
 PLAIN = dict(jit_compile=False, steps_per_call=1, data_on_device=False, precision="float32")
 
 
@@ -32,12 +34,16 @@ def resolve(config: Config, device: str | None) -> Config:
     """
     defaults = device_defaults(device) if config.strategy == "default" else PLAIN
     auto = {"jit_compile": None, "steps_per_call": 0, "data_on_device": None, "precision": "auto"}
-    chosen = {key: defaults[key] if getattr(config, key) == empty else getattr(config, key)
-              for key, empty in auto.items()}
+    chosen = {
+        key: defaults[key] if getattr(config, key) == empty else getattr(config, key)
+        for key, empty in auto.items()
+    }
     resolved = dataclasses.replace(config, **chosen)
     if resolved.strategy != "default" and any(getattr(resolved, k) != v for k, v in PLAIN.items()):
-        raise UserError(f"the fast paths (--jit, --steps-per-call > 1, --data-on-device, --precision "
-                        f"mixed_*) work with --strategy default only, not {resolved.strategy}")
+        raise UserError(
+            f"the fast paths (--jit, --steps-per-call > 1, --data-on-device, --precision "
+            f"mixed_*) work with --strategy default only, not {resolved.strategy}"
+        )
     return resolved
 
 
@@ -56,28 +62,36 @@ def set_threads(inter_op: int, intra_op: int) -> None:
         tf.config.threading.set_inter_op_parallelism_threads(inter_op)
         tf.config.threading.set_intra_op_parallelism_threads(intra_op)
     except RuntimeError:
-        raise UserError("the thread pools can be sized only before TensorFlow sets up its devices") from None
+        raise UserError(
+            "the thread pools can be sized only before TensorFlow sets up its devices"
+        ) from None
 
 
 def threading_settings() -> dict:
     """TensorFlow's thread pools as set in this process (0: TensorFlow's own choice)."""
-    return {"inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
-            "intra_op": tf.config.threading.get_intra_op_parallelism_threads()}
+    return {
+        "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
+        "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
+    }
 
 
 def describe(config: Config) -> str:
     """One line for the console: which fast paths this run uses."""
-    return (f"fast paths: XLA {'on' if config.jit_compile else 'off'}, "
-            f"{config.steps_per_call} step{'s' if config.steps_per_call > 1 else ''} per call, "
-            f"data {'on the device' if config.data_on_device else 'from tf.data'}, "
-            f"{config.precision}")
+    return (
+        f"fast paths: XLA {'on' if config.jit_compile else 'off'}, "
+        f"{config.steps_per_call} step{'s' if config.steps_per_call > 1 else ''} per call, "
+        f"data {'on the device' if config.data_on_device else 'from tf.data'}, "
+        f"{config.precision}"
+    )
 
 
 def cpu_has_bf16(cpuinfo: str = "/proc/cpuinfo") -> bool:
     """Whether the host CPU advertises bfloat16 instructions (Linux; elsewhere: False)."""
     try:
-        flags = next((line for line in Path(cpuinfo).read_text().splitlines()
-                      if line.startswith("flags")), "").split()
+        flags = next(
+            (line for line in Path(cpuinfo).read_text().splitlines() if line.startswith("flags")),
+            "",
+        ).split()
     except OSError:
         return False
     return any(flag in flags for flag in CPU_BF16_FLAGS)

@@ -2,12 +2,13 @@
 
 Rendered off-screen (Agg), so they work on servers and in CI.
 """
+
 from __future__ import annotations
 
 import io
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import matplotlib
 
@@ -17,8 +18,13 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 
-def digit_grid(images: np.ndarray, titles: Sequence[str], cols: int = 5,
-               cell_inches: float = 1.3, title_colors: Sequence[str] | None = None) -> Figure:
+def digit_grid(
+    images: np.ndarray,
+    titles: Sequence[str],
+    cols: int = 5,
+    cell_inches: float = 1.3,
+    title_colors: Sequence[str] | None = None,
+) -> Figure:
     """A grid of 28x28 digits (up to len(images)), each with a short title above it.
 
     One mosaic in one axes rather than a subplot per digit: five times faster to draw, which
@@ -33,9 +39,16 @@ def digit_grid(images: np.ndarray, titles: Sequence[str], cols: int = 5,
     ax = fig.add_axes((0, 0, 1, 1))
     for i in range(count):
         top, left = (i // cols) * cell_h + cell_h - 30, (i % cols) * cell_w + 2
-        mosaic[top:top + 28, left:left + 28] = np.asarray(images[i]).reshape(28, 28)
-        ax.text(left + 14, top - 1, titles[i], ha="center", va="bottom", fontsize=9,
-                color=title_colors[i] if title_colors is not None else "black")
+        mosaic[top : top + 28, left : left + 28] = np.asarray(images[i]).reshape(28, 28)
+        ax.text(
+            left + 14,
+            top - 1,
+            titles[i],
+            ha="center",
+            va="bottom",
+            fontsize=9,
+            color=title_colors[i] if title_colors is not None else "black",
+        )
     ax.imshow(mosaic, cmap="gray_r", vmin=0, vmax=255, aspect="auto", interpolation="nearest")
     ax.axis("off")
     return fig
@@ -66,8 +79,20 @@ def confusion_figure(counts: np.ndarray, title: str = "confusion matrix") -> Fig
     fig.colorbar(image, cax=fig.add_axes((0.83, 0.1, 0.03, 0.82)), label="mistakes")
     for (row, col), value in np.ndenumerate(counts):
         dark = off_diagonal[row, col] > 0.6 * max(off_diagonal.max(), 1)
-        ax.text(col, row, str(value), ha="center", va="center", fontsize=7,
-                color="gray" if row == col else "white" if dark else "black")
-    ax.set(xticks=range(len(counts)), yticks=range(len(counts)), xlabel="predicted",
-           ylabel="true", title=title)
+        ax.text(
+            col,
+            row,
+            str(value),
+            ha="center",
+            va="center",
+            fontsize=7,
+            color="gray" if row == col else "white" if dark else "black",
+        )
+    ax.set(
+        xticks=range(len(counts)),
+        yticks=range(len(counts)),
+        xlabel="predicted",
+        ylabel="true",
+        title=title,
+    )
     return fig

@@ -4,6 +4,7 @@ Both steps have a fixed `input_signature`, so their concrete functions are exact
 graph is written once per run (`<run>/train` holds the train step, `<run>/validation` the eval
 step). The multi-step loops (`--steps-per-call`) run this same step as the body of a While loop.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf

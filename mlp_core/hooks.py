@@ -3,6 +3,7 @@
 The loop calls these hooks between compiled steps, never inside them. A hook that reads a tensor
 (`.numpy()`) forces a device sync, so per-step hooks should read only every N steps.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass

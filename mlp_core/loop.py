@@ -4,20 +4,21 @@ Python bookkeeping (progress, timing, history, checkpoints, signals, files) stay
 the compiled steps; the loop reads device values only to draw progress, to check for divergence
 every few steps, and at epoch ends.
 """
+
 from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import tensorflow as tf
 
-from mlp_core import data as mnist
 from mlp_core import augment, fastpaths
+from mlp_core import data as mnist
 from mlp_core.balance import balanced_class_weights
-from mlp_core.config import Config, with_overrides
 from mlp_core.checkpointing import Checkpointer, GracefulStop, restore_newest
+from mlp_core.config import Config, with_overrides
 from mlp_core.console import ProgressBar
 from mlp_core.distribute import check_same_step, is_chief, make_strategy, worker_failures
 from mlp_core.dynamics import DynamicsObserver
@@ -29,8 +30,17 @@ from mlp_core.optim import make_optimizer, make_schedule, warmup_steps
 from mlp_core.pipeline import DeviceData, default_device, eval_dataset, steps_per_epoch
 from mlp_core.profiling import ProfilerObserver, step_marker
 from mlp_core.projector import ProjectorObserver
-from mlp_core.rundir import (CHECKPOINTS, METRICS, create_run_dir, default_run_name,
-                            load_config, open_run_dir, run_lock, run_path, write_json)
+from mlp_core.rundir import (
+    CHECKPOINTS,
+    METRICS,
+    create_run_dir,
+    default_run_name,
+    load_config,
+    open_run_dir,
+    run_lock,
+    run_path,
+    write_json,
+)
 from mlp_core.step import LossConfig, Trainer
 from mlp_core.summaries import TensorBoardObserver
 
@@ -48,20 +58,33 @@ def build_model(config: Config) -> MLP:
     return MLP(config.hidden, config.activation, config.dropout, config.initializer, config.seed)
 
 
-def build_trainer(config: Config, steps: int, train: mnist.Split | None = None,
-                  device: str | None = None) -> Trainer:
+def build_trainer(
+    config: Config, steps: int, train: mnist.Split | None = None, device: str | None = None
+) -> Trainer:
     """Model, schedule, optimizer, loss settings and fast paths, all from the config."""
     model = build_model(config)
     warmup = warmup_steps(config.warmup_epochs, steps, config.epochs)
     schedule = make_schedule(config.schedule, config.lr, warmup, steps * config.epochs)
-    optimizer = make_optimizer(config.optimizer, model.trainable_variables, schedule,
-                               config.momentum, config.weight_decay)
+    optimizer = make_optimizer(
+        config.optimizer, model.trainable_variables, schedule, config.momentum, config.weight_decay
+    )
     weights = balanced_class_weights(train.labels) if config.class_weights == "balanced" else ()
-    loss = LossConfig(config.normalize, config.label_smoothing, config.l2, config.clip_norm,
-                      "float32" if config.precision == "auto" else config.precision, weights)
-    data = DeviceData(train, config.batch_size, config.seed, device,
-                      config.balance == "oversample") if config.data_on_device else None
-    return Trainer(model, optimizer, loss, bool(config.jit_compile), data, augment.from_config(config))
+    loss = LossConfig(
+        config.normalize,
+        config.label_smoothing,
+        config.l2,
+        config.clip_norm,
+        "float32" if config.precision == "auto" else config.precision,
+        weights,
+    )
+    data = (
+        DeviceData(train, config.batch_size, config.seed, device, config.balance == "oversample")
+        if config.data_on_device
+        else None
+    )
+    return Trainer(
+        model, optimizer, loss, bool(config.jit_compile), data, augment.from_config(config)
+    )
 
 
 def load_splits(config: Config) -> tuple[mnist.Split, mnist.Split, mnist.Split]:
@@ -71,12 +94,19 @@ def load_splits(config: Config) -> tuple[mnist.Split, mnist.Split, mnist.Split]:
     if config.train_subset:
         train = train.take(0, config.train_subset)
     if config.batch_size > len(train):
-        raise UserError(f"--batch-size {config.batch_size} exceeds the {len(train)} training images")
+        raise UserError(
+            f"--batch-size {config.batch_size} exceeds the {len(train)} training images"
+        )
     return train, val, data.test
 
 
-def train_epoch(ctx: RunContext, ckpt: Checkpointer, epoch: int, observers: Sequence[Observer],
-                stop: GracefulStop) -> tuple[dict, ProgressBar]:
+def train_epoch(
+    ctx: RunContext,
+    ckpt: Checkpointer,
+    epoch: int,
+    observers: Sequence[Observer],
+    stop: GracefulStop,
+) -> tuple[dict, ProgressBar]:
     """Run epoch `epoch` from where the run stands (its start, or mid-epoch after a resume).
 
     Returns the epoch's train results and its progress bar, which the caller finishes once the
@@ -90,7 +120,9 @@ def train_epoch(ctx: RunContext, ckpt: Checkpointer, epoch: int, observers: Sequ
     if first == (epoch - 1) * steps + 1:
         trainer.train_metrics.reset()
     ckpt.start_epoch(epoch)
-    bar = ProgressBar(epoch, ctx.config.epochs, steps, ctx.config.batch_size, done=first - 1 - (epoch - 1) * steps)
+    bar = ProgressBar(
+        epoch, ctx.config.epochs, steps, ctx.config.batch_size, done=first - 1 - (epoch - 1) * steps
+    )
     start, step = time.perf_counter(), first - 1
     while step < last:
         count = min(per_call - step % per_call, last - step)
@@ -107,8 +139,11 @@ def train_epoch(ctx: RunContext, ckpt: Checkpointer, epoch: int, observers: Sequ
     result = trainer.train_metrics.result()  # reading the sums waits for the device
     seconds = time.perf_counter() - start
     check_divergence(ctx, ckpt, last)
-    return {**result, "seconds": seconds,
-            "examples_per_sec": (last - first + 1) * ctx.config.batch_size / max(seconds, 1e-9)}, bar
+    return {
+        **result,
+        "seconds": seconds,
+        "examples_per_sec": (last - first + 1) * ctx.config.batch_size / max(seconds, 1e-9),
+    }, bar
 
 
 def crossed(step: int, count: int, every: int) -> bool:
@@ -116,8 +151,9 @@ def crossed(step: int, count: int, every: int) -> bool:
     return every > 0 and step // every > (step - count) // every
 
 
-def between_steps(ctx: RunContext, ckpt: Checkpointer, step: int, count: int,
-                  stop: GracefulStop) -> None:
+def between_steps(
+    ctx: RunContext, ckpt: Checkpointer, step: int, count: int, stop: GracefulStop
+) -> None:
     """Divergence checks, periodic checkpoints and signal stops, all outside the compiled step."""
     save = crossed(step, count, ctx.config.checkpoint_every) and step % ctx.steps_per_epoch != 0
     if stop.signum is not None or save or crossed(step, count, DIVERGENCE_CHECK_EVERY):
@@ -134,11 +170,16 @@ def check_divergence(ctx: RunContext, ckpt: Checkpointer, step: int) -> None:
     if bool(ctx.trainer.diverged.numpy()) or not ctx.trainer.weights_finite():
         raise DivergedError(
             f"training diverged by step {step}: the loss, a gradient or a weight became non-finite; kept the last "
-            f"good checkpoint ({Path(ckpt.latest or 'none').name}); try a lower --lr or a --clip-norm")
+            f"good checkpoint ({Path(ckpt.latest or 'none').name}); try a lower --lr or a --clip-norm"
+        )
 
 
-def run_epochs(ctx: RunContext, ckpt: Checkpointer, observers: Sequence[Observer] = (),
-               stop: GracefulStop | None = None) -> list[dict]:
+def run_epochs(
+    ctx: RunContext,
+    ckpt: Checkpointer,
+    observers: Sequence[Observer] = (),
+    stop: GracefulStop | None = None,
+) -> list[dict]:
     """Train the remaining epochs, validating and checkpointing after each."""
     config, trainer = ctx.config, ctx.trainer
     val_ds = eval_dataset(ctx.val, EVAL_BATCH, ctx.device) if len(ctx.val) else None
@@ -192,8 +233,12 @@ def build_context(config: Config, device: str | None = "auto", resume: bool = Fa
     return RunContext(config, run_dir, trainer, train, val, test, steps, device)
 
 
-def train_and_evaluate(config: Config, device: str | None = "auto",
-                       observers: Sequence[Observer] | None = None, resume: bool = False) -> dict:
+def train_and_evaluate(
+    config: Config,
+    device: str | None = "auto",
+    observers: Sequence[Observer] | None = None,
+    resume: bool = False,
+) -> dict:
     """Train one run end to end (or continue it from its last checkpoint) and write its metrics.
 
     Under multi_worker only the chief writes metrics.json and runs the default observers; observers
@@ -205,8 +250,9 @@ def train_and_evaluate(config: Config, device: str | None = "auto",
         return _train_locked(ctx, chief, observers, resume)
 
 
-def _train_locked(ctx: RunContext, chief: bool, observers: Sequence[Observer] | None,
-                  resume: bool) -> dict:
+def _train_locked(
+    ctx: RunContext, chief: bool, observers: Sequence[Observer] | None, resume: bool
+) -> dict:
     """The body of `train_and_evaluate`, run while this process holds the run directory."""
     config = ctx.config
     if chief:
@@ -222,8 +268,15 @@ def _train_locked(ctx: RunContext, chief: bool, observers: Sequence[Observer] | 
             history = run_epochs(ctx, ckpt, observers, stop)
         except DivergedError:
             if chief:
-                write_json(ctx.run_dir / METRICS, {"run_dir": str(ctx.run_dir), "status": "diverged",
-                                                   "step": ckpt.step, "history": ckpt.state.records()})
+                write_json(
+                    ctx.run_dir / METRICS,
+                    {
+                        "run_dir": str(ctx.run_dir),
+                        "status": "diverged",
+                        "step": ckpt.step,
+                        "history": ckpt.state.records(),
+                    },
+                )
             raise
         test = ctx.trainer.evaluate(eval_dataset(ctx.test, EVAL_BATCH, ctx.device))
         if stop.signum is not None:  # the last epoch is saved; a resume only evaluates again
@@ -260,9 +313,12 @@ def _final_metrics(history: list[dict], test: dict, wall_seconds: float) -> dict
     last = history[-1]
     return {
         "status": "completed",
-        "test_accuracy": test["accuracy"], "test_loss": test["loss"],
-        "val_accuracy": last.get("val_accuracy"), "val_loss": last.get("val_loss"),
-        "train_accuracy": last["train_accuracy"], "train_loss": last["train_loss"],
+        "test_accuracy": test["accuracy"],
+        "test_loss": test["loss"],
+        "val_accuracy": last.get("val_accuracy"),
+        "val_loss": last.get("val_loss"),
+        "train_accuracy": last["train_accuracy"],
+        "train_loss": last["train_loss"],
         "epochs": len(history),
         "train_examples_per_sec": examples / sum(h["train_seconds"] for h in timed),
         "wall_seconds": wall_seconds,

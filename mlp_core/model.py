@@ -3,21 +3,28 @@
 No Keras layers and no lazy building: the model's variables exist (and can be checkpointed or
 inspected) as soon as it is constructed. The model returns logits; softmax lives in the loss.
 """
+
 from __future__ import annotations
 
 import math
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
 
 ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
-    "relu": tf.nn.relu, "gelu": tf.nn.gelu, "tanh": tf.tanh, "sigmoid": tf.sigmoid,
-    "elu": tf.nn.elu, "swish": tf.nn.silu, "linear": tf.identity,
+    "relu": tf.nn.relu,
+    "gelu": tf.nn.gelu,
+    "tanh": tf.tanh,
+    "sigmoid": tf.sigmoid,
+    "elu": tf.nn.elu,
+    "swish": tf.nn.silu,
+    "linear": tf.identity,
 }
 
 
-def init_weights(rng: tf.random.Generator, name: str, fan_in: int, fan_out: int,
-                 dtype: tf.DType = tf.float32) -> tf.Tensor:
+def init_weights(
+    rng: tf.random.Generator, name: str, fan_in: int, fan_out: int, dtype: tf.DType = tf.float32
+) -> tf.Tensor:
     """He (for ReLU-like units) or Glorot (for tanh/sigmoid) initial values, uniform or normal."""
     fan = fan_in if name.startswith("he") else (fan_in + fan_out) / 2
     shape = [fan_in, fan_out]
@@ -31,29 +38,47 @@ def init_weights(rng: tf.random.Generator, name: str, fan_in: int, fan_out: int,
 class Dense(tf.Module):
     """y = activation(x @ kernel + bias)."""
 
-    def __init__(self, fan_in: int, fan_out: int, rng: tf.random.Generator,
-                 activation: str = "linear", initializer: str = "he_uniform",
-                 dtype: tf.DType = tf.float32, name: str | None = None):
+    def __init__(
+        self,
+        fan_in: int,
+        fan_out: int,
+        rng: tf.random.Generator,
+        activation: str = "linear",
+        initializer: str = "he_uniform",
+        dtype: tf.DType = tf.float32,
+        name: str | None = None,
+    ):
         super().__init__(name=name)
         self.activation = ACTIVATIONS[activation]
         with self.name_scope:
-            self.kernel = tf.Variable(init_weights(rng, initializer, fan_in, fan_out, dtype),
-                                      name="kernel")
+            self.kernel = tf.Variable(
+                init_weights(rng, initializer, fan_in, fan_out, dtype), name="kernel"
+            )
             self.bias = tf.Variable(tf.zeros([fan_out], dtype=dtype), name="bias")
 
     @tf.Module.with_name_scope  # groups its ops in the Graphs dashboard
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
         """Computes in x's dtype: float32 weights are cast for mixed precision (a no-op otherwise)."""
-        return self.activation(tf.matmul(x, tf.cast(self.kernel, x.dtype)) + tf.cast(self.bias, x.dtype))
+        return self.activation(
+            tf.matmul(x, tf.cast(self.kernel, x.dtype)) + tf.cast(self.bias, x.dtype)
+        )
 
 
 class MLP(tf.Module):
     """784 -> hidden... -> 10 logits, with inverted dropout after each hidden layer in training."""
 
-    def __init__(self, hidden: Sequence[int] = (512, 256), activation: str = "relu",
-                 dropout: float = 0.0, initializer: str = "he_uniform", seed: int = 0,
-                 inputs: int = 784, classes: int = 10, dtype: tf.DType = tf.float32,
-                 name: str = "mlp"):
+    def __init__(
+        self,
+        hidden: Sequence[int] = (512, 256),
+        activation: str = "relu",
+        dropout: float = 0.0,
+        initializer: str = "he_uniform",
+        seed: int = 0,
+        inputs: int = 784,
+        classes: int = 10,
+        dtype: tf.DType = tf.float32,
+        name: str = "mlp",
+    ):
         super().__init__(name=name)
         self.dropout = float(dropout)
         sizes = [inputs, *hidden, classes]
@@ -62,9 +87,15 @@ class MLP(tf.Module):
             # The dropout generator's state is a variable, so it checkpoints with the model.
             self.dropout_rng = tf.random.Generator.from_seed(seed + 1)
             self.layers = [
-                Dense(sizes[i], sizes[i + 1], init_rng,
-                      activation if i < len(sizes) - 2 else "linear", initializer, dtype,
-                      name=f"dense_{i}" if i < len(sizes) - 2 else "logits")
+                Dense(
+                    sizes[i],
+                    sizes[i + 1],
+                    init_rng,
+                    activation if i < len(sizes) - 2 else "linear",
+                    initializer,
+                    dtype,
+                    name=f"dense_{i}" if i < len(sizes) - 2 else "logits",
+                )
                 for i in range(len(sizes) - 1)
             ]
 

@@ -8,10 +8,11 @@ same rule as one of TensorFlow's fused training kernels (`tf.raw_ops.ResourceApp
 pass over the variable and its slots instead of one per elementwise op: on a small step the
 separate passes cost nearly as much as the backward pass (docs/throughput.md has the figures).
 """
+
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import tensorflow as tf
 
@@ -56,8 +57,12 @@ class Optimizer(tf.Module):
         with self.name_scope:
             self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
             self.slots = {
-                slot: [tf.Variable(tf.zeros_like(v), trainable=False,
-                                   name=f"{slot}/{v.name.split(':')[0]}") for v in variables]
+                slot: [
+                    tf.Variable(
+                        tf.zeros_like(v), trainable=False, name=f"{slot}/{v.name.split(':')[0]}"
+                    )
+                    for v in variables
+                ]
                 for slot in self.slot_names
             }
 
@@ -91,8 +96,15 @@ class SGD(Optimizer):
     """Plain, heavy-ball (momentum) or Nesterov SGD, as Keras writes it:
     m <- momentum * m - lr * g;  v <- v + m  (Nesterov: v <- v + momentum * m - lr * g)."""
 
-    def __init__(self, variables, schedule, momentum: float = 0.0, nesterov: bool = False,
-                 name: str = "sgd", fused: bool = True):
+    def __init__(
+        self,
+        variables,
+        schedule,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        name: str = "sgd",
+        fused: bool = True,
+    ):
         self.slot_names = ("momentum",) if momentum > 0 else ()
         self.momentum = float(momentum)
         self.nesterov = nesterov
@@ -111,8 +123,13 @@ class SGD(Optimizer):
             tf.raw_ops.ResourceApplyGradientDescent(var=v.handle, alpha=lr, delta=g)
             return
         tf.raw_ops.ResourceApplyKerasMomentum(
-            var=v.handle, accum=self.slots["momentum"][i].handle, lr=lr, grad=g,
-            momentum=tf.cast(self.momentum, v.dtype), use_nesterov=self.nesterov)
+            var=v.handle,
+            accum=self.slots["momentum"][i].handle,
+            lr=lr,
+            grad=g,
+            momentum=tf.cast(self.momentum, v.dtype),
+            use_nesterov=self.nesterov,
+        )
 
 
 class Adam(Optimizer):
@@ -120,8 +137,16 @@ class Adam(Optimizer):
 
     slot_names = ("m", "v")
 
-    def __init__(self, variables, schedule, beta_1: float = 0.9, beta_2: float = 0.999,
-                 epsilon: float = 1e-7, name: str = "adam", fused: bool = True):
+    def __init__(
+        self,
+        variables,
+        schedule,
+        beta_1: float = 0.9,
+        beta_2: float = 0.999,
+        epsilon: float = 1e-7,
+        name: str = "adam",
+        fused: bool = True,
+    ):
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
         super().__init__(variables, schedule, name, fused)
 
@@ -142,17 +167,26 @@ class Adam(Optimizer):
         beta_1_t, beta_2_t = self._powers(v.dtype)
         const = lambda x: tf.cast(x, v.dtype)  # noqa: E731
         tf.raw_ops.ResourceApplyAdam(
-            var=v.handle, m=self.slots["m"][i].handle, v=self.slots["v"][i].handle,
-            beta1_power=beta_1_t, beta2_power=beta_2_t, lr=lr, beta1=const(self.beta_1),
-            beta2=const(self.beta_2), epsilon=const(self.epsilon), grad=g)
+            var=v.handle,
+            m=self.slots["m"][i].handle,
+            v=self.slots["v"][i].handle,
+            beta1_power=beta_1_t,
+            beta2_power=beta_2_t,
+            lr=lr,
+            beta1=const(self.beta_1),
+            beta2=const(self.beta_2),
+            epsilon=const(self.epsilon),
+            grad=g,
+        )
 
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter): v -= lr * wd * v before the Adam
     step. Only matrices decay; biases do not, as is usual."""
 
-    def __init__(self, variables, schedule, weight_decay: float = 1e-4, name: str = "adamw",
-                 **adam_args):
+    def __init__(
+        self, variables, schedule, weight_decay: float = 1e-4, name: str = "adamw", **adam_args
+    ):
         self.weight_decay = float(weight_decay)
         super().__init__(variables, schedule, name=name, **adam_args)
 
@@ -183,13 +217,21 @@ def make_schedule(name: str, lr: float, warmup_steps: int, total_steps: int):
     raise ValueError(f"unknown schedule {name!r}")
 
 
-def make_optimizer(name: str, variables, schedule, momentum: float = 0.9,
-                   weight_decay: float = 0.0, fused: bool = True) -> Optimizer:
+def make_optimizer(
+    name: str,
+    variables,
+    schedule,
+    momentum: float = 0.9,
+    weight_decay: float = 0.0,
+    fused: bool = True,
+) -> Optimizer:
     """The optimizer named by the config's `optimizer` field."""
     if name == "sgd":
         return SGD(variables, schedule, fused=fused)
     if name in ("momentum", "nesterov"):
-        return SGD(variables, schedule, momentum, nesterov=name == "nesterov", name=name, fused=fused)
+        return SGD(
+            variables, schedule, momentum, nesterov=name == "nesterov", name=name, fused=fused
+        )
     if name == "adam":
         return Adam(variables, schedule, fused=fused)
     if name == "adamw":

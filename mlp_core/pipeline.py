@@ -3,6 +3,7 @@
 Per batch, a vectorized map flattens images to 784 and one-hot encodes labels. Casting and scaling
 to [0, 1] happen inside the compiled step (see `step.py`), so a quarter of the bytes cross to a GPU.
 """
+
 from __future__ import annotations
 
 import tensorflow as tf
@@ -24,9 +25,17 @@ def flatten_and_one_hot(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor
     return flat, tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES, dtype=tf.float32)
 
 
-def train_dataset(split: Split, batch_size: int, seed: int, device: str | None = None,
-                  start_epoch: int = 0, skip_batches: int = 0, replicas: int = 1,
-                  local_replicas: range = range(1), balance: bool = False) -> tf.data.Dataset:
+def train_dataset(
+    split: Split,
+    batch_size: int,
+    seed: int,
+    device: str | None = None,
+    start_epoch: int = 0,
+    skip_batches: int = 0,
+    replicas: int = 1,
+    local_replicas: range = range(1),
+    balance: bool = False,
+) -> tf.data.Dataset:
     """An endless stream of full batches; one epoch is len(split) // batch_size of them.
 
     The uint8 split is held once in memory (the cache); each epoch's order is a stateless
@@ -44,27 +53,39 @@ def train_dataset(split: Split, batch_size: int, seed: int, device: str | None =
     if batch_size % replicas:
         raise ValueError(f"batch size {batch_size} is not divisible by {replicas} replicas")
     images, labels = tf.constant(split.images), tf.constant(split.labels)
-    steps, first, count = steps_per_epoch(split, batch_size), local_replicas.start, len(local_replicas)
+    steps, first, count = (
+        steps_per_epoch(split, batch_size),
+        local_replicas.start,
+        len(local_replicas),
+    )
     logits = tf.constant(oversampling_logits(split.labels)) if balance else None
 
     def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
         order = epoch_order(len(split), steps * batch_size, seed, epoch, logits)
-        slices = tf.reshape(order, [steps, replicas, -1])[:, first:first + count]
+        slices = tf.reshape(order, [steps, replicas, -1])[:, first : first + count]
         return tf.data.Dataset.from_tensor_slices(tf.reshape(slices, [steps * count, -1]))
 
-    ds = tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches).skip(skip_batches * count)
-    ds = ds.map(lambda index: flatten_and_one_hot(tf.gather(images, index), tf.gather(labels, index)),
-                num_parallel_calls=tf.data.AUTOTUNE)
+    ds = (
+        tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches).skip(skip_batches * count)
+    )
+    ds = ds.map(
+        lambda index: flatten_and_one_hot(tf.gather(images, index), tf.gather(labels, index)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
     return _prefetch(ds, device)
 
 
-def epoch_order(size: int, length: int, seed: int, epoch, logits: tf.Tensor | None = None) -> tf.Tensor:
+def epoch_order(
+    size: int, length: int, seed: int, epoch, logits: tf.Tensor | None = None
+) -> tf.Tensor:
     """The first `length` indices of epoch `epoch`'s permutation of range(size): a pure function.
     With per-example `logits`, `length` indices drawn with replacement from their softmax."""
     seeds = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
     if logits is not None:
         return tf.random.stateless_categorical(logits[tf.newaxis], length, seeds, dtype=tf.int64)[0]
-    return tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), seed=seeds)[:length]
+    return tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), seed=seeds)[
+        :length
+    ]
 
 
 def eval_dataset(split: Split, batch_size: int, device: str | None = None) -> tf.data.Dataset:
@@ -92,28 +113,40 @@ class DeviceData(tf.Module):
     stateless permutation of (seed, epoch) that `train_dataset` uses, so both give the same batches.
     """
 
-    def __init__(self, split: Split, batch_size: int, seed: int, device: str | None = None,
-                 balance: bool = False):
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        seed: int,
+        device: str | None = None,
+        balance: bool = False,
+    ):
         super().__init__(name="device_data")
         self.batch_size, self.seed, self.size = batch_size, seed, len(split)
         self.logits = tf.constant(oversampling_logits(split.labels)) if balance else None
         self.steps = steps_per_epoch(split, batch_size)
         with tf.device(device or "/CPU:0"):
             # Variables, not constants: XLA would otherwise compile the whole set into its program.
-            self.images = tf.Variable(split.images.reshape(len(split), FEATURES), trainable=False,
-                                      name="images")
+            self.images = tf.Variable(
+                split.images.reshape(len(split), FEATURES), trainable=False, name="images"
+            )
             self.labels = tf.Variable(split.labels, trainable=False, name="labels")
-            self.order = tf.Variable(tf.zeros([self.steps * batch_size], tf.int64), trainable=False,
-                                     name="epoch_order")
+            self.order = tf.Variable(
+                tf.zeros([self.steps * batch_size], tf.int64), trainable=False, name="epoch_order"
+            )
 
     def set_epoch(self, epoch: int) -> None:
         """Draw epoch `epoch`'s order (0-based), once per epoch, outside the compiled steps."""
-        self.order.assign(epoch_order(self.size, self.steps * self.batch_size, self.seed, epoch,
-                                      self.logits))
+        self.order.assign(
+            epoch_order(self.size, self.steps * self.batch_size, self.seed, epoch, self.logits)
+        )
 
     def batch(self, position: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Batch `position` (0-based within the epoch), in-graph."""
         # A static size with a dynamic start, so XLA compiles one program for every position.
-        index = tf.slice(self.order, tf.reshape(tf.cast(position, tf.int64) * self.batch_size, [1]),
-                         [self.batch_size])
+        index = tf.slice(
+            self.order,
+            tf.reshape(tf.cast(position, tf.int64) * self.batch_size, [1]),
+            [self.batch_size],
+        )
         return flatten_and_one_hot(tf.gather(self.images, index), tf.gather(self.labels, index))

@@ -3,11 +3,12 @@
 Each file is read and made MNIST-like on its own, so one bad file is reported and skipped while the
 others are still predicted.
 """
+
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import tensorflow as tf
@@ -26,8 +27,12 @@ class Prediction:
     image: np.ndarray  # the 28x28 uint8 input the model saw
 
     def to_json(self) -> dict:
-        return {"path": self.path, "digit": self.digit, "probability": self.probability,
-                "top3": [{"digit": d, "probability": p} for d, p in self.top3]}
+        return {
+            "path": self.path,
+            "digit": self.digit,
+            "probability": self.probability,
+            "top3": [{"digit": d, "probability": p} for d, p in self.top3],
+        }
 
     def __str__(self) -> str:
         top = ", ".join(f"{d} {p:.3f}" for d, p in self.top3)
@@ -46,8 +51,9 @@ def predict_files(serve, paths: Sequence[str]) -> tuple[list[Prediction], list[s
     if not images:
         return [], errors
     probabilities = serve(images=tf.constant(np.stack(images)))["probabilities"].numpy()
-    return [_prediction(path, probs, image)
-            for path, probs, image in zip(kept, probabilities, images)], errors
+    return [
+        _prediction(path, probs, image) for path, probs, image in zip(kept, probabilities, images)
+    ], errors
 
 
 def _prediction(path: str, probabilities: np.ndarray, image: np.ndarray) -> Prediction:
@@ -59,5 +65,7 @@ def _prediction(path: str, probabilities: np.ndarray, image: np.ndarray) -> Pred
 def save_inputs_figure(predictions: Sequence[Prediction], path: str | Path) -> Path:
     """What the model saw: each preprocessed input titled with its file and prediction."""
     titles = [f"{Path(p.path).name[:14]}\n{p.digit} ({p.probability:.2f})" for p in predictions]
-    return save_figure(digit_grid(np.stack([p.image for p in predictions]), titles,
-                                  cols=min(5, len(predictions))), path)
+    return save_figure(
+        digit_grid(np.stack([p.image for p in predictions]), titles, cols=min(5, len(predictions))),
+        path,
+    )

@@ -5,6 +5,7 @@ best recipe for five epochs. The chosen preset's name is a Config field: it is s
 config.json with the values it filled in. The `best` values were chosen on the validation split
 (docs/best.md); the test set played no part in choosing them.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,10 +16,20 @@ from mlp_core.config import Config
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "quick": {"epochs": 3, "hidden": (256,), "dropout": 0.1, "lr": 2e-3},
-    "best": {"epochs": 28, "hidden": (1024, 1024), "dropout": 0.1, "lr": 1e-3, "weight_decay": 1e-4,
-             "augment": "affine+elastic",
-             "rotate": 8.0, "scale": 0.08, "shear": 8.0, "translate": 1.0, "elastic_sigma": 6.0,
-             "elastic_alpha": 30.0},
+    "best": {
+        "epochs": 28,
+        "hidden": (1024, 1024),
+        "dropout": 0.1,
+        "lr": 1e-3,
+        "weight_decay": 1e-4,
+        "augment": "affine+elastic",
+        "rotate": 8.0,
+        "scale": 0.08,
+        "shear": 8.0,
+        "translate": 1.0,
+        "elastic_sigma": 6.0,
+        "elastic_alpha": 30.0,
+    },
 }
 
 
@@ -31,8 +42,11 @@ def apply_preset(config: Config, explicit: set[str]) -> Config:
 def describe(config: Config, explicit: set[str]) -> str:
     """One line for the console: the preset's values, and which explicit flags overrode it."""
     values = PRESETS[config.preset]
-    shown = " ".join(f"--{key.replace('_', '-')} {_text(value)}" for key, value in values.items()
-                     if key not in explicit)
+    shown = " ".join(
+        f"--{key.replace('_', '-')} {_text(value)}"
+        for key, value in values.items()
+        if key not in explicit
+    )
     overridden = sorted(f"--{key.replace('_', '-')}" for key in set(values) & explicit)
     line = f"preset {config.preset}: {shown or '(the Config defaults)'}"
     return line + (f" (given explicitly: {' '.join(overridden)})" if overridden else "")

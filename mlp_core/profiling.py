@@ -10,11 +10,12 @@ The pieces are reusable outside the loop (the benchmark profiles its timed varia
             with step_marker(step):
                 trainer.train_steps(batches, count)
 """
+
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import tensorflow as tf
 
@@ -74,7 +75,7 @@ class ProfilerObserver(Observer):
         self.first, self.last, self.capturing = first, last, False
 
     @classmethod
-    def from_flag(cls, text: str) -> "ProfilerObserver":
+    def from_flag(cls, text: str) -> ProfilerObserver:
         try:
             return cls(*parse_step_range(text))
         except ValueError as error:
@@ -84,7 +85,8 @@ class ProfilerObserver(Observer):
         total = ctx.config.epochs * ctx.steps_per_epoch
         if self.first > total:
             raise UserError(
-                f"--profile-steps {self.first}:{self.last}: the run has only {total} steps")
+                f"--profile-steps {self.first}:{self.last}: the run has only {total} steps"
+            )
 
     def on_call_begin(self, ctx: RunContext, step: int, count: int) -> None:
         if not self.capturing and step < self.last and step + count >= self.first:

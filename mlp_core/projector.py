@@ -6,6 +6,7 @@ predicted label, correct) and `sprite.png` (the digits, 28x28 each). TensorBoard
 the checkpoint through that state file, so the run directory can be moved; the config names the
 metadata and sprite relative to itself.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,12 +26,13 @@ MAX_POINTS = 10_000
 TENSOR_NAME = "embedding/.ATTRIBUTES/VARIABLE_VALUE"
 
 
-def last_hidden(model: MLP, images: np.ndarray, normalize: bool,
-                batch_size: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+def last_hidden(
+    model: MLP, images: np.ndarray, normalize: bool, batch_size: int = 2000
+) -> tuple[np.ndarray, np.ndarray]:
     """The last hidden layer's activations [N, units] (dropout off) and the predicted labels."""
     features, predicted = [], []
     for start in range(0, len(images), batch_size):
-        flat = tf.reshape(images[start:start + batch_size], [-1, FEATURES])
+        flat = tf.reshape(images[start : start + batch_size], [-1, FEATURES])
         outputs = model.forward(preprocess(flat, normalize), training=False)
         features.append(outputs[-2].numpy())
         predicted.append(tf.argmax(outputs[-1], axis=1).numpy())
@@ -42,7 +44,7 @@ def sprite(images: np.ndarray) -> np.ndarray:
     dark strokes on white so they read on the projector's white background."""
     side = math.ceil(math.sqrt(len(images)))
     padded = np.zeros((side * side, 28, 28), np.uint8)
-    padded[:len(images)] = images
+    padded[: len(images)] = images
     mosaic = padded.reshape(side, side, 28, 28).transpose(0, 2, 1, 3).reshape(side * 28, side * 28)
     return 255 - mosaic
 
@@ -52,8 +54,9 @@ def write_metadata(path: Path, labels: np.ndarray, predicted: np.ndarray) -> Non
     path.write_text("\n".join(["label\tpredicted\tcorrect", *rows]) + "\n")
 
 
-def write_projector(directory: Path, model: MLP, split: Split, normalize: bool,
-                    limit: int = MAX_POINTS) -> int:
+def write_projector(
+    directory: Path, model: MLP, split: Split, normalize: bool, limit: int = MAX_POINTS
+) -> int:
     """Write the first `limit` digits of `split` for the projector into `directory`; returns N."""
     images, labels = split.images[:limit], split.labels[:limit]
     features, predicted = last_hidden(model, images, normalize)

@@ -3,6 +3,7 @@
 JSON files are written atomically (temporary file, then rename), so a crash never leaves half a
 file where a finished one was.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -11,9 +12,10 @@ import json
 import os
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from mlp_core.config import Config, run_name_problem
 from mlp_core.errors import UserError
@@ -40,8 +42,10 @@ def create_run_dir(config: Config) -> Path:
     """Make a new, empty run directory; refuse to reuse one (no silent overwrite)."""
     run_dir = run_path(config.logdir, config.run_name or default_run_name())
     if run_dir.exists() and any(run_dir.iterdir()):
-        raise UserError(f"{run_dir}: run directory already exists; choose another --run-name "
-                        "(or add --resume to continue it)")
+        raise UserError(
+            f"{run_dir}: run directory already exists; choose another --run-name "
+            "(or add --resume to continue it)"
+        )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         write_json(run_dir / CONFIG, config.to_dict())
@@ -83,8 +87,10 @@ def run_lock(run_dir: Path, enabled: bool = True) -> Iterator[None]:
         except BlockingIOError:
             handle.seek(0)
             holder = handle.read().strip() or "unknown"
-            raise UserError(f"{run_dir}: in use by process {holder} (a trainer or exporter); "
-                            "wait for it to end or stop it") from None
+            raise UserError(
+                f"{run_dir}: in use by process {holder} (a trainer or exporter); "
+                "wait for it to end or stop it"
+            ) from None
         handle.seek(0)
         handle.truncate()
         handle.write(f"{os.getpid()}\n")
@@ -102,10 +108,16 @@ def config_for_resume(given: Config, explicit: set[str]) -> Config:
     saved = load_config(run_path(given.logdir, given.run_name))
     for name in sorted(explicit - RESUMABLE_CHANGES):
         if getattr(given, name) != getattr(saved, name):
-            raise UserError(f"--resume: --{name.replace('_', '-')} {getattr(given, name)} differs from "
-                            f"the run's {getattr(saved, name)} (a resumed run keeps its config)")
-    return replace(saved, logdir=given.logdir, run_name=given.run_name,
-                   data_dir=given.data_dir if "data_dir" in explicit else saved.data_dir)
+            raise UserError(
+                f"--resume: --{name.replace('_', '-')} {getattr(given, name)} differs from "
+                f"the run's {getattr(saved, name)} (a resumed run keeps its config)"
+            )
+    return replace(
+        saved,
+        logdir=given.logdir,
+        run_name=given.run_name,
+        data_dir=given.data_dir if "data_dir" in explicit else saved.data_dir,
+    )
 
 
 def write_json(path: Path, payload: Any) -> None:

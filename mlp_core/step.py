@@ -3,6 +3,7 @@
 Running sums of loss and correct predictions live in variables updated inside the step, so the
 loop reads them only when it wants to show them (one device sync per read, not one per step).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -10,13 +11,15 @@ from dataclasses import dataclass
 import tensorflow as tf
 
 from mlp_core.augment import Augmentation
+from mlp_core.data import NUM_CLASSES
 from mlp_core.model import MLP
 from mlp_core.optim import Optimizer
 from mlp_core.pipeline import FEATURES, DeviceData
-from mlp_core.data import NUM_CLASSES
 
-BATCH_SPEC = (tf.TensorSpec([None, FEATURES], tf.uint8, name="images"),
-              tf.TensorSpec([None, NUM_CLASSES], tf.float32, name="labels"))
+BATCH_SPEC = (
+    tf.TensorSpec([None, FEATURES], tf.uint8, name="images"),
+    tf.TensorSpec([None, NUM_CLASSES], tf.float32, name="labels"),
+)
 
 
 @dataclass(frozen=True)
@@ -66,8 +69,13 @@ class RunningMetrics(tf.Module):
         sums are all-reduced over the replicas, so every replica adds the whole batch's to its copy.
         """
         hits = tf.equal(tf.argmax(logits, axis=-1), tf.argmax(one_hot, axis=-1))
-        sums = tf.stack([tf.reduce_sum(tf.cast(losses, tf.float64)),
-                         tf.reduce_sum(tf.cast(hits, tf.float64)), tf.cast(tf.size(hits), tf.float64)])
+        sums = tf.stack(
+            [
+                tf.reduce_sum(tf.cast(losses, tf.float64)),
+                tf.reduce_sum(tf.cast(hits, tf.float64)),
+                tf.cast(tf.size(hits), tf.float64),
+            ]
+        )
         replica = tf.distribute.get_replica_context()
         if replica is not None:  # None in a strategy's scope outside `strategy.run`: one batch
             sums = replica.all_reduce(tf.distribute.ReduceOp.SUM, sums)
@@ -79,8 +87,10 @@ class RunningMetrics(tf.Module):
     def result(self) -> dict[str, float]:
         """Mean loss and accuracy so far (reads the device: call between steps, not inside)."""
         count = max(int(self.count.numpy()), 1)
-        return {"loss": float(self.loss_sum.numpy()) / count,
-                "accuracy": int(self.correct.numpy()) / count}
+        return {
+            "loss": float(self.loss_sum.numpy()) / count,
+            "accuracy": int(self.correct.numpy()) / count,
+        }
 
     def reset(self) -> None:
         for var in (self.loss_sum, self.correct, self.count):
@@ -91,7 +101,7 @@ class LossScale(tf.Module):
     """Dynamic loss scaling for float16: halve the scale and skip the step when gradients overflow,
     double it after `growth_interval` good steps, so small gradients do not flush to zero."""
 
-    def __init__(self, initial: float = 2.0 ** 15, growth_interval: int = 2000):
+    def __init__(self, initial: float = 2.0**15, growth_interval: int = 2000):
         super().__init__(name="loss_scale")
         self.growth_interval = growth_interval
         with self.name_scope:
@@ -117,9 +127,15 @@ class Trainer(tf.Module):
     default strategy, where `strategy.run` is a plain call: one device, the same step.
     """
 
-    def __init__(self, model: MLP, optimizer: Optimizer, loss: LossConfig = LossConfig(),
-                 jit_compile: bool = False, device_data: DeviceData | None = None,
-                 augment: Augmentation | None = None):
+    def __init__(
+        self,
+        model: MLP,
+        optimizer: Optimizer,
+        loss: LossConfig = LossConfig(),
+        jit_compile: bool = False,
+        device_data: DeviceData | None = None,
+        augment: Augmentation | None = None,
+    ):
         super().__init__(name="trainer")
         self.augment = augment or Augmentation()
         self.model, self.optimizer, self.loss = model, optimizer, loss
@@ -135,13 +151,17 @@ class Trainer(tf.Module):
         self.strategy = tf.distribute.get_strategy()
         self.distributed = tf.distribute.has_strategy()
         # A strategy feeds PerReplica batches; their static per-replica shapes keep it to one trace.
-        self.train_step = tf.function(self._train_step, jit_compile=jit_compile or None,
-                                      input_signature=None if self.distributed else BATCH_SPEC)
+        self.train_step = tf.function(
+            self._train_step,
+            jit_compile=jit_compile or None,
+            input_signature=None if self.distributed else BATCH_SPEC,
+        )
         # K steps per call: a graph loop around the (maybe XLA-compiled) step, so Python dispatch
         # is paid once per K steps.
         self.train_loop = tf.function(self._train_loop)
-        self.device_loop = tf.function(self._device_loop,
-                                       input_signature=[tf.TensorSpec([], tf.int32, name="steps")])
+        self.device_loop = tf.function(
+            self._device_loop, input_signature=[tf.TensorSpec([], tf.int32, name="steps")]
+        )
         self.eval_step = tf.function(self._eval_step, input_signature=BATCH_SPEC)
 
     def train_steps(self, batches, count: int) -> dict[str, tf.Tensor]:
@@ -173,8 +193,10 @@ class Trainer(tf.Module):
     def per_example_loss(self, images: tf.Tensor, one_hot: tf.Tensor, training: bool):
         """Per-example losses and float32 logits; training computes in the mixed-precision dtype."""
         dtype = self.compute_dtype if training else tf.float32
-        logits = tf.cast(self.model(preprocess(images, self.loss.normalize, dtype), training=training),
-                         tf.float32)
+        logits = tf.cast(
+            self.model(preprocess(images, self.loss.normalize, dtype), training=training),
+            tf.float32,
+        )
         return cross_entropy(logits, one_hot, self.loss.label_smoothing), logits
 
     def replica_loss(self, losses: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
@@ -185,15 +207,20 @@ class Trainer(tf.Module):
         share = tf.nn.compute_average_loss(losses)
         if self.loss.l2 > 0:
             share += tf.nn.scale_regularization_loss(
-                0.5 * self.loss.l2 * tf.add_n([tf.reduce_sum(tf.square(k)) for k in self.model.kernels]))
+                0.5
+                * self.loss.l2
+                * tf.add_n([tf.reduce_sum(tf.square(k)) for k in self.model.kernels])
+            )
         return share
 
     def _train_step(self, images, one_hot) -> dict[str, tf.Tensor]:
         outputs = self.strategy.run(self._replica_train_step, args=(images, one_hot))
         # Already all-reduced: every replica holds the same values, so the first local one needs
         # no further communication.
-        return {key: self.strategy.experimental_local_results(value)[0]
-                for key, value in outputs.items()}
+        return {
+            key: self.strategy.experimental_local_results(value)[0]
+            for key, value in outputs.items()
+        }
 
     def _replica_train_step(self, images: tf.Tensor, one_hot: tf.Tensor) -> dict[str, tf.Tensor]:
         """One replica's part of a step; with the all-reduce, every replica applies the same update."""
@@ -212,7 +239,8 @@ class Trainer(tf.Module):
         if self.loss_scale:
             grads = [g / self.loss_scale.scale for g in grads]
         total, grads = tf.distribute.get_replica_context().all_reduce(
-            tf.distribute.ReduceOp.SUM, (share, grads))
+            tf.distribute.ReduceOp.SUM, (share, grads)
+        )
         # tf.linalg.global_norm's own terms, kept per variable for the per-layer norms (no extra op).
         l2_losses = tf.stack([tf.nn.l2_loss(g) for g in grads])
         grad_norm = tf.sqrt(tf.reduce_sum(l2_losses) * 2.0, name="global_norm")
@@ -227,7 +255,12 @@ class Trainer(tf.Module):
             self.loss_scale.update(finite)
         self.global_step.assign_add(1)
         accuracy = self.train_metrics.update(losses, logits, one_hot)
-        return {"loss": total, "accuracy": accuracy, "grad_norm": grad_norm, "grad_l2_losses": l2_losses}
+        return {
+            "loss": total,
+            "accuracy": accuracy,
+            "grad_norm": grad_norm,
+            "grad_l2_losses": l2_losses,
+        }
 
     def _eval_step(self, images: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
         losses, logits = self.per_example_loss(images, one_hot, training=False)
@@ -236,7 +269,9 @@ class Trainer(tf.Module):
 
     def weights_finite(self) -> bool:
         """False once an update has pushed a weight to inf or NaN, even if the loss was finite."""
-        return all(bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.model.trainable_variables)
+        return all(
+            bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.model.trainable_variables
+        )
 
     def evaluate(self, dataset: tf.data.Dataset) -> dict[str, float]:
         """Loss and accuracy over one pass of `dataset`."""
@@ -248,5 +283,9 @@ class Trainer(tf.Module):
 
 def _zero_outputs(model: MLP) -> dict[str, tf.Tensor]:
     """Loop-carried step outputs before the first step of a multi-step call."""
-    return {"loss": tf.zeros([]), "accuracy": tf.zeros([]), "grad_norm": tf.zeros([]),
-            "grad_l2_losses": tf.zeros([len(model.trainable_variables)])}
+    return {
+        "loss": tf.zeros([]),
+        "accuracy": tf.zeros([]),
+        "grad_norm": tf.zeros([]),
+        "grad_l2_losses": tf.zeros([len(model.trainable_variables)]),
+    }

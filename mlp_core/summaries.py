@@ -6,6 +6,7 @@ Per-step work is one modulo test; every `log_every` steps the observer reads the
 (one device sync). Histograms and images are made at epoch ends, from a fixed validation batch
 and the whole validation set.
 """
+
 from __future__ import annotations
 
 import json
@@ -26,9 +27,12 @@ from mlp_core.step import preprocess
 
 FIXED_BATCH = 500
 GRID = 25
-METRICS = [hp.Metric("accuracy", group=group, display_name=f"{group} accuracy")
-           for group in ("validation", "test")] + [
-          hp.Metric("loss", group=group, display_name=f"{group} loss") for group in ("validation", "test")]
+METRICS = [
+    hp.Metric("accuracy", group=group, display_name=f"{group} accuracy")
+    for group in ("validation", "test")
+] + [
+    hp.Metric("loss", group=group, display_name=f"{group} loss") for group in ("validation", "test")
+]
 
 
 class TensorBoardObserver(Observer):
@@ -38,11 +42,14 @@ class TensorBoardObserver(Observer):
         self.log_every, self.histogram_every = log_every, histogram_every
 
     def on_run_begin(self, ctx: RunContext) -> None:
-        self.writers = {name: tf.summary.create_file_writer(str(ctx.run_dir / name))
-                        for name in ("train", "validation", "test")}
+        self.writers = {
+            name: tf.summary.create_file_writer(str(ctx.run_dir / name))
+            for name in ("train", "validation", "test")
+        }
         self.monitor = ctx.val if len(ctx.val) else ctx.test
-        self.fixed = flatten_and_one_hot(self.monitor.images[:FIXED_BATCH],
-                                         self.monitor.labels[:FIXED_BATCH])
+        self.fixed = flatten_and_one_hot(
+            self.monitor.images[:FIXED_BATCH], self.monitor.labels[:FIXED_BATCH]
+        )
         self.last_step = int(ctx.trainer.global_step.numpy())
         self.rate_from = (time.perf_counter(), self.last_step)  # examples/s is measured from here
         with tf.summary.create_file_writer(str(ctx.run_dir)).as_default(step=0):
@@ -70,8 +77,9 @@ class TensorBoardObserver(Observer):
             for key in ("loss", "accuracy"):
                 if f"val_{key}" in record:
                     tf.summary.scalar(key, record[f"val_{key}"])
-            probabilities = predict_probabilities(ctx.trainer.model, self.monitor.images,
-                                                  ctx.config.normalize)
+            probabilities = predict_probabilities(
+                ctx.trainer.model, self.monitor.images, ctx.config.normalize
+            )
             self._images(probabilities.argmax(1))
             write_pr_curves(self.monitor.labels, probabilities, step)
         with self.writers["train"].as_default(step=step):
@@ -138,7 +146,10 @@ def png(figure) -> tf.Tensor:
 def write_run_description(config: Config) -> None:
     """The config as text (Text dashboard) and as HParams (one row per run in the HParams table)."""
     tf.summary.text("config", f"```\n{json.dumps(config.to_dict(), indent=2, sort_keys=True)}\n```")
-    values = {key: value if isinstance(value, (bool, int, float, str)) else str(value)
-              for key, value in config.to_dict().items() if key not in ("logdir", "run_name")}
+    values = {
+        key: value if isinstance(value, (bool, int, float, str)) else str(value)
+        for key, value in config.to_dict().items()
+        if key not in ("logdir", "run_name")
+    }
     hp.hparams_config(hparams=[hp.HParam(key) for key in sorted(values)], metrics=METRICS)
     hp.hparams(values, trial_id=config.run_name)

@@ -8,6 +8,7 @@ observers' epoch-end work); the one-off work at the start and end of a run is ti
 observer's epoch-end work is also timed in process CPU seconds, which the load of other processes
 inflates less than wall time.
 """
+
 from __future__ import annotations
 
 import time
@@ -74,8 +75,11 @@ class _Run:
         hooks = sum(o.seconds for o in self.observers)
         record = train_epoch(self.ctx, self.ckpt, epoch, self.observers, GracefulStop())
         self.in_training.append(sum(o.seconds for o in self.observers) - hooks)
-        record = {"epoch": epoch, **{f"train_{k}": v for k, v in record.items()},
-                  **{f"val_{k}": v for k, v in self.ctx.trainer.evaluate(self.val).items()}}
+        record = {
+            "epoch": epoch,
+            **{f"train_{k}": v for k, v in record.items()},
+            **{f"val_{k}": v for k, v in self.ctx.trainer.evaluate(self.val).items()},
+        }
         self.history.append(record)
         self.ckpt.state.end_epoch(self.history)
         self.ckpt.save()
@@ -96,20 +100,28 @@ def measure(config: Config) -> dict:
     """Median throughput and epoch wall time with and without summaries over `config.epochs`
     epochs each (the first, which traces the steps, is left out), and the one-off times."""
     name = config.run_name or "cost"
-    runs = {mode: _Run(with_overrides(config, summaries=mode == "on", run_name=f"{name}-{mode}"))
-            for mode in ("on", "off")}
+    runs = {
+        mode: _Run(with_overrides(config, summaries=mode == "on", run_name=f"{name}-{mode}"))
+        for mode in ("on", "off")
+    }
     for epoch in range(1, config.epochs + 1):
         for run in runs.values():
             run.epoch(epoch)
     result = {}
     for mode, run in runs.items():
-        result[mode] = {"examples_per_sec": float(np.median(run.rates[1:])),
-                        "epoch_seconds": float(np.median(run.walls[1:])),
-                        "rates": run.rates, "epoch_walls": run.walls,
-                        "hook_seconds_in_training": float(np.median(run.in_training[1:])),
-                        "run_begin_seconds": run.begin, "run_end_seconds": run.end(),
-                        "epoch_end_seconds": {name: [float(np.median(c)) for c in zip(*times[1:])]
-                                              for name, times in run.epoch_ends.items()}}
+        result[mode] = {
+            "examples_per_sec": float(np.median(run.rates[1:])),
+            "epoch_seconds": float(np.median(run.walls[1:])),
+            "rates": run.rates,
+            "epoch_walls": run.walls,
+            "hook_seconds_in_training": float(np.median(run.in_training[1:])),
+            "run_begin_seconds": run.begin,
+            "run_end_seconds": run.end(),
+            "epoch_end_seconds": {
+                name: [float(np.median(c)) for c in zip(*times[1:])]
+                for name, times in run.epoch_ends.items()
+            },
+        }
     on, off = result["on"], result["off"]
     result["throughput_cost"] = 1 - on["examples_per_sec"] / off["examples_per_sec"]
     pairs = [1 - a / b for a, b in zip(on["rates"][1:], off["rates"][1:])]

@@ -4,6 +4,7 @@ augmented training on that digit's test recall and precision (docs/imbalance.jso
     python scripts/ablate_imbalance.py --epochs 5            # digit 9, the default model
     python scripts/ablate_imbalance.py --digit 5 --keep 0.05 --out /tmp/imbalance
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -27,12 +28,17 @@ def main(argv: list[str] | None = None) -> int:
     if not args.val_size:
         parser.error("--val-size must be > 0: the cut applies to the training part only")
     from mlp_core.imbalance import ablate_imbalance
+
     numbers = ablate_imbalance(config_from_args(args), args.digit, args.keep, args.prefix, args.out)
-    print(f"digit {args.digit}: {numbers['rare_training_images']} of {numbers['training_images']} "
-          f"training images")
+    print(
+        f"digit {args.digit}: {numbers['rare_training_images']} of {numbers['training_images']} "
+        f"training images"
+    )
     for name, v in numbers["variants"].items():
-        print(f"{name:>26}: recall {100 * v['recall']:.2f} %, precision {100 * v['precision']:.2f} %, "
-              f"accuracy {100 * v['accuracy']:.2f} %")
+        print(
+            f"{name:>26}: recall {100 * v['recall']:.2f} %, precision {100 * v['precision']:.2f} %, "
+            f"accuracy {100 * v['accuracy']:.2f} %"
+        )
     print(f"written: {args.out}/imbalance.json, {args.out}/imbalance.png")
     return 0
 

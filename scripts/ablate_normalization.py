@@ -1,8 +1,9 @@
 """Train the same model and seed with and without input normalization, and compare.
 
-    python scripts/ablate_normalization.py                    # the default config, both ways
-    python scripts/ablate_normalization.py --epochs 5 --prefix quick
+python scripts/ablate_normalization.py                    # the default config, both ways
+python scripts/ablate_normalization.py --epochs 5 --prefix quick
 """
+
 import sys
 from pathlib import Path
 
@@ -20,6 +21,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.normalize:
         parser.error("--no-normalize: the experiment trains both ways itself")
     from mlp_core.ablation import ablate_normalization
+
     numbers = ablate_normalization(config_from_args(args), args.prefix)
     for name in ("normalized", "raw"):
         n = numbers[name]

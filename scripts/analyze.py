@@ -1,7 +1,8 @@
 """Study a trained run's mistakes on the test set; writes logs/<run>/analysis/.
 
-    python scripts/analyze.py --run logs/<run>
+python scripts/analyze.py --run logs/<run>
 """
+
 import sys
 from pathlib import Path
 
@@ -15,11 +16,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True, type=Path, help="run directory, e.g. logs/<run>")
     args = parser.parse_args(argv)
     from mlp_core.analysis import ANALYSIS, analyze_run
+
     numbers = analyze_run(args.run)
     rate = numbers["per_digit_error_rate"][numbers["hardest_digit"]]
-    print(f"{numbers['misclassified_count']} of {numbers['test_images']:,} test images misclassified; "
-          f"hardest digit {numbers['hardest_digit']} ({100 * rate:.2f} % wrong); top confusions "
-          + ", ".join(f"{c['true']}->{c['predicted']} ({c['count']})" for c in numbers["top_confusions"][:3]))
+    print(
+        f"{numbers['misclassified_count']} of {numbers['test_images']:,} test images misclassified; "
+        f"hardest digit {numbers['hardest_digit']} ({100 * rate:.2f} % wrong); top confusions "
+        + ", ".join(
+            f"{c['true']}->{c['predicted']} ({c['count']})" for c in numbers["top_confusions"][:3]
+        )
+    )
     print(f"report: {args.run / ANALYSIS / 'report.md'}")
     return 0
 

@@ -1,8 +1,9 @@
 """Throughput of one model with and without the augmentation, timed in turns in one process.
 
-    python scripts/augment_cost.py --preset best             # the best recipe's model and distortions
-    python scripts/augment_cost.py --augment affine+elastic --rotate 8 --elastic-alpha 30
+python scripts/augment_cost.py --preset best             # the best recipe's model and distortions
+python scripts/augment_cost.py --augment affine+elastic --rotate 8 --elastic-alpha 30
 """
+
 import argparse
 import json
 import sys
@@ -20,14 +21,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=7, help="turns of each variant")
     args = parser.parse_args(argv)
     from mlp_core.presets import apply_preset
+
     config = apply_preset(config_from_args(args), explicit_fields(argv))
     if config.augment == "none":
         parser.error("give an --augment (or --preset best) to compare against none")
     from mlp_core.augment_cost import augmentation_cost
+
     result = augmentation_cost(config, args.rounds)
     print(json.dumps(result, indent=2))
     rates = list(result["examples_per_sec"].values())
-    print(f"augmentation costs {100 * (1 - rates[1] / rates[0]):.0f} % of the throughput", file=sys.stderr)
+    print(
+        f"augmentation costs {100 * (1 - rates[1] / rates[0]):.0f} % of the throughput",
+        file=sys.stderr,
+    )
     return 0
 
 

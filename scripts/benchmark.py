@@ -1,10 +1,11 @@
 """Benchmark training throughput: every fast path vs Keras model.fit vs the roofs of the device.
 
-    python scripts/benchmark.py                              # batch 128 and 512, this machine's device
-    python scripts/benchmark.py --batch-sizes 128 --json bench.json --time-to-accuracy 0.98
-    python scripts/benchmark.py --batch-sizes 32,64,128,256,512,1024,2048,4096 --round-examples 40000
-    python scripts/benchmark.py --strategy mirrored --logical-cpus 2 --profile /tmp/profile
+python scripts/benchmark.py                              # batch 128 and 512, this machine's device
+python scripts/benchmark.py --batch-sizes 128 --json bench.json --time-to-accuracy 0.98
+python scripts/benchmark.py --batch-sizes 32,64,128,256,512,1024,2048,4096 --round-examples 40000
+python scripts/benchmark.py --strategy mirrored --logical-cpus 2 --profile /tmp/profile
 """
+
 import argparse
 import json
 import sys
@@ -20,7 +21,9 @@ def batch_sizes(text: str) -> list[int]:
     try:
         return [_positive_int(part) for part in text.split(",")]
     except (argparse.ArgumentTypeError, ValueError):
-        raise argparse.ArgumentTypeError(f"must be comma-separated positive integers, got {text!r}")
+        raise argparse.ArgumentTypeError(
+            f"must be comma-separated positive integers, got {text!r}"
+        ) from None
 
 
 def names(text: str) -> tuple[str, ...]:
@@ -47,39 +50,99 @@ def parser() -> argparse.ArgumentParser:
     add("--batch-sizes", type=batch_sizes, default=[128, 512])
     add("--device", choices=("auto", "cpu", "gpu"), default="auto")
     add("--steps", type=_positive_int, default=600, help="timed steps per round")
-    add("--round-examples", type=_nonneg_int, default=0,
-        help="instead of --steps: about this many examples per round at every batch size")
+    add(
+        "--round-examples",
+        type=_nonneg_int,
+        default=0,
+        help="instead of --steps: about this many examples per round at every batch size",
+    )
     add("--rounds", type=_positive_int, default=5, help="rounds; the variants take turns in each")
     add("--warmup", type=_positive_int, default=50, help="untimed steps first")
     add("--variants", type=names, default=(), help="comma-separated variants (default: all)")
-    add("--sweep-variants", type=names, default=(),
-        help="the variants at batch sizes outside --full-at (default: the same as --variants)")
-    add("--full-at", type=batch_sizes, default=[128, 512], help="batch sizes that run every variant")
+    add(
+        "--sweep-variants",
+        type=names,
+        default=(),
+        help="the variants at batch sizes outside --full-at (default: the same as --variants)",
+    )
+    add(
+        "--full-at", type=batch_sizes, default=[128, 512], help="batch sizes that run every variant"
+    )
     add("--roof-flops", type=float, default=1e10, help="FLOPs per timing of a compute roof")
-    add("--input-batches", type=_positive_int, default=200, help="batches per round of the input pipeline alone")
+    add(
+        "--input-batches",
+        type=_positive_int,
+        default=200,
+        help="batches per round of the input pipeline alone",
+    )
     add("--train-subset", type=_nonneg_int, default=0, help="use the first N images only")
     add("--json", type=Path, help="write the results here")
-    add("--plot", type=Path, help="bar chart PNG (default: next to --json; also _sweep and roofline charts)")
-    add("--time-to-accuracy", type=accuracy, metavar="ACC",
-        help="also time the default config to this validation accuracy vs Keras fit")
+    add(
+        "--plot",
+        type=Path,
+        help="bar chart PNG (default: next to --json; also _sweep and roofline charts)",
+    )
+    add(
+        "--time-to-accuracy",
+        type=accuracy,
+        metavar="ACC",
+        help="also time the default config to this validation accuracy vs Keras fit",
+    )
     add("--seeds", type=_positive_int, default=1, help="time to accuracy: seeds 0..N-1, each once")
-    add("--strategy", choices=("default", "mirrored"), default="default",
-        help="mirrored: also measure scaling over 1..N replicas")
-    add("--logical-cpus", type=_nonneg_int, default=0, help="without GPUs: scale over 1..N logical CPUs")
-    add("--scaling-batch", type=_positive_int, default=128, help="per-replica batch of the scaling runs")
-    add("--threads", type=threads, metavar="INTER,INTRA",
-        help="TensorFlow's inter-op and intra-op thread pools (default: TensorFlow's choice)")
-    add("--profile", type=Path, metavar="DIR", help="profile one more untimed round of each variant here")
-    add("--dry-run", action="store_true",
-        help="every requested mode once at toy sizes (batch 32, 1,024 images, 1 round), to check a set-up")
+    add(
+        "--strategy",
+        choices=("default", "mirrored"),
+        default="default",
+        help="mirrored: also measure scaling over 1..N replicas",
+    )
+    add(
+        "--logical-cpus",
+        type=_nonneg_int,
+        default=0,
+        help="without GPUs: scale over 1..N logical CPUs",
+    )
+    add(
+        "--scaling-batch",
+        type=_positive_int,
+        default=128,
+        help="per-replica batch of the scaling runs",
+    )
+    add(
+        "--threads",
+        type=threads,
+        metavar="INTER,INTRA",
+        help="TensorFlow's inter-op and intra-op thread pools (default: TensorFlow's choice)",
+    )
+    add(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="profile one more untimed round of each variant here",
+    )
+    add(
+        "--dry-run",
+        action="store_true",
+        help="every requested mode once at toy sizes (batch 32, 1,024 images, 1 round), to check a set-up",
+    )
     return p
 
 
 def dry_run(args: argparse.Namespace) -> argparse.Namespace:
     """The same modes at toy sizes: the numbers mean nothing, but every code path runs."""
-    toy = dict(batch_sizes=[32], full_at=[32], steps=2, round_examples=0, warmup=1, rounds=1,
-               train_subset=1024, roof_flops=1e7, input_batches=2, seeds=min(args.seeds, 2),
-               logical_cpus=min(args.logical_cpus, 2), scaling_batch=32)
+    toy = dict(
+        batch_sizes=[32],
+        full_at=[32],
+        steps=2,
+        round_examples=0,
+        warmup=1,
+        rounds=1,
+        train_subset=1024,
+        roof_flops=1e7,
+        input_batches=2,
+        seeds=min(args.seeds, 2),
+        logical_cpus=min(args.logical_cpus, 2),
+        scaling_batch=32,
+    )
     if args.time_to_accuracy:
         toy["time_to_accuracy"] = min(args.time_to_accuracy, 0.5)
     return argparse.Namespace(**(vars(args) | toy))
@@ -91,13 +154,31 @@ def main(argv: list[str] | None = None) -> int:
         args = dry_run(args)
     from mlp_core.bench_report import save_plot, save_roofline_plot, save_sweep_plot, table
     from mlp_core.benchmark import Plan, run_all
-    plan = Plan(batch_sizes=tuple(args.batch_sizes), steps=args.steps, warmup=args.warmup,
-                rounds=args.rounds, round_examples=args.round_examples, variants=args.variants,
-                sweep_variants=args.sweep_variants, full_at=tuple(args.full_at),
-                input_batches=args.input_batches, profile=args.profile, scaling_batch=args.scaling_batch,
-                roof_flops=args.roof_flops)
-    report = run_all(plan, args.device, args.train_subset, args.time_to_accuracy, args.seeds,
-                     args.strategy, args.logical_cpus, args.threads)
+
+    plan = Plan(
+        batch_sizes=tuple(args.batch_sizes),
+        steps=args.steps,
+        warmup=args.warmup,
+        rounds=args.rounds,
+        round_examples=args.round_examples,
+        variants=args.variants,
+        sweep_variants=args.sweep_variants,
+        full_at=tuple(args.full_at),
+        input_batches=args.input_batches,
+        profile=args.profile,
+        scaling_batch=args.scaling_batch,
+        roof_flops=args.roof_flops,
+    )
+    report = run_all(
+        plan,
+        args.device,
+        args.train_subset,
+        args.time_to_accuracy,
+        args.seeds,
+        args.strategy,
+        args.logical_cpus,
+        args.threads,
+    )
     report["command"] = "scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
     print(table(report))
     if args.json:
@@ -105,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
         args.json.write_text(json.dumps(report, indent=2) + "\n")
     plot = args.plot or (args.json.with_suffix(".png") if args.json else None)
     if plot:
-        for save, suffix in ((save_plot, ""), (save_sweep_plot, "_sweep"), (save_roofline_plot, "_roofline")):
+        for save, suffix in (
+            (save_plot, ""),
+            (save_sweep_plot, "_sweep"),
+            (save_roofline_plot, "_roofline"),
+        ):
             print(f"wrote {save(report, plot.with_name(plot.stem + suffix + plot.suffix))}")
     return 0
 

@@ -1,8 +1,9 @@
 """Explore MNIST: counts, shapes, dtypes, labels, pixel statistics, class balance, first 25 images.
 
-    python scripts/explore.py                 # prints the numbers, writes logs/explore/
-    python scripts/explore.py --out DIR --data-dir ../shared/data/mnist
+python scripts/explore.py                 # prints the numbers, writes logs/explore/
+python scripts/explore.py --out DIR --data-dir ../shared/data/mnist
 """
+
 import sys
 from pathlib import Path
 
@@ -18,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from mlp_core.data import load_mnist
     from mlp_core.explore import explore, report
+
     stats = explore(load_mnist(args.data_dir), args.out)
     print(report(stats))
     print(f"wrote {args.out}/first25.png, class_balance.png, explore.json")

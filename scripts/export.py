@@ -1,8 +1,9 @@
 """Export a run's latest checkpoint as a SavedModel (for runs stopped before their own export).
 
-    python scripts/export.py --run logs/<run>            # writes logs/<run>/saved_model/
-    python scripts/export.py --run logs/<run> --out DIR  # somewhere else
+python scripts/export.py --run logs/<run>            # writes logs/<run>/saved_model/
+python scripts/export.py --run logs/<run> --out DIR  # somewhere else
 """
+
 import sys
 from pathlib import Path
 
@@ -19,10 +20,13 @@ def main(argv: list[str] | None = None) -> int:
     from mlp_core.export import SAVED_MODEL, export_model
     from mlp_core.loop import load_trained_model
     from mlp_core.rundir import load_config, run_lock
+
     load_config(args.run)  # a clear error for a path that is not a run
     with run_lock(args.run):  # not while a trainer (or another export) is writing the run
         config, model = load_trained_model(args.run)
-        print(f"exported {export_model(model, config.normalize, args.out or args.run / SAVED_MODEL)}")
+        print(
+            f"exported {export_model(model, config.normalize, args.out or args.run / SAVED_MODEL)}"
+        )
     return 0
 
 

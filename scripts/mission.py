@@ -1,8 +1,9 @@
 """The notebook's whole mission in one go: explore MNIST, train the MLP, study its mistakes.
 
-    python scripts/mission.py                  # logs/explore/, logs/<timestamp>/ with analysis/
-    python scripts/mission.py --epochs 5 --run-name quick   # any train.py flag
+python scripts/mission.py                  # logs/explore/, logs/<timestamp>/ with analysis/
+python scripts/mission.py --epochs 5 --run-name quick   # any train.py flag
 """
+
 import sys
 from pathlib import Path
 
@@ -22,13 +23,16 @@ def main(argv: list[str] | None = None) -> int:
     from mlp_core.data import load_mnist
     from mlp_core.explore import explore, report
     from mlp_core.loop import train_and_evaluate
+
     explored = Path(config.logdir) / "explore"
     print(report(explore(load_mnist(config.data_dir), explored)), f"\n-> {explored}/\n")
     metrics = train_and_evaluate(config)
     print(summary(metrics))
     numbers = analyze_run(metrics["run_dir"])
-    print(f"{numbers['misclassified_count']} test images misclassified; hardest digit "
-          f"{numbers['hardest_digit']}; report: {Path(metrics['run_dir']) / ANALYSIS / 'report.md'}")
+    print(
+        f"{numbers['misclassified_count']} test images misclassified; hardest digit "
+        f"{numbers['hardest_digit']}; report: {Path(metrics['run_dir']) / ANALYSIS / 'report.md'}"
+    )
     print(f"TensorBoard: .venv/bin/tensorboard --logdir {config.logdir} --host 127.0.0.1")
     return 0
 

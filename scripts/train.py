@@ -1,29 +1,33 @@
 """Train an MLP on MNIST and write logs/<run-name>/ (config, metrics, checkpoints).
 
-    python scripts/train.py                      # the default configuration
-    python scripts/train.py --hidden 1024 --epochs 5 --optimizer nesterov --lr 0.05
-    python scripts/train.py --run-name mine --resume   # continue a stopped or killed run
-    python scripts/train.py --dry-run            # one quick epoch on 1,024 images
-    python scripts/train.py --preset best        # the recipe of docs/best.md
+python scripts/train.py                      # the default configuration
+python scripts/train.py --hidden 1024 --epochs 5 --optimizer nesterov --lr 0.05
+python scripts/train.py --run-name mine --resume   # continue a stopped or killed run
+python scripts/train.py --dry-run            # one quick epoch on 1,024 images
+python scripts/train.py --preset best        # the recipe of docs/best.md
 """
+
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.config import (add_config_flags, config_from_args, explicit_fields,  # noqa: E402
-                             with_overrides)
+from mlp_core.config import add_config_flags, config_from_args, explicit_fields, with_overrides  # noqa: E402
 from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_config_flags(parser)
-    parser.add_argument("--resume", action="store_true",
-                        help="continue the run named by --run-name from its latest checkpoint")
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run named by --run-name from its latest checkpoint",
+    )
     parser.add_argument("--dry-run", action="store_true", help="one epoch on 1,024 images")
     args = parser.parse_args(argv)
     from mlp_core.presets import apply_preset, describe
+
     explicit = explicit_fields(argv)
     config = config_from_args(args)
     if not args.resume:  # a resumed run keeps its saved config, preset values included
@@ -34,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlp_core.console import summary  # TensorFlow loads only after the flags are valid
     from mlp_core.loop import train_and_evaluate
     from mlp_core.rundir import config_for_resume
+
     if args.resume:
         config = config_for_resume(config, explicit)
     print(summary(train_and_evaluate(config, resume=args.resume)))

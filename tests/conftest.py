@@ -1,4 +1,5 @@
 """Shared fixtures: the real MNIST (loaded once) and writers for small IDX/npz files."""
+
 from __future__ import annotations
 
 import gzip
@@ -26,7 +27,8 @@ def mnist():
 def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
     """Write `array` (uint8) as an IDX file, gzip-compressed unless told otherwise."""
     header = bytes([0, 0, 0x08, array.ndim]) + b"".join(
-        int(n).to_bytes(4, "big") for n in array.shape)
+        int(n).to_bytes(4, "big") for n in array.shape
+    )
     payload = header + np.ascontiguousarray(array, dtype=np.uint8).tobytes()
     if compress:
         path = path.with_name(path.name + ".gz")
@@ -39,8 +41,12 @@ def write_idx(path: Path, array: np.ndarray, compress: bool = True) -> Path:
 @pytest.fixture
 def small_idx_dir(tmp_path, mnist) -> Path:
     """A directory of four small IDX files (600 train, 100 test) cut from the real data."""
-    arrays = {"train_images": mnist.train.images[:600], "train_labels": mnist.train.labels[:600],
-              "test_images": mnist.test.images[:100], "test_labels": mnist.test.labels[:100]}
+    arrays = {
+        "train_images": mnist.train.images[:600],
+        "train_labels": mnist.train.labels[:600],
+        "test_images": mnist.test.images[:100],
+        "test_labels": mnist.test.labels[:100],
+    }
     for key, name in FILES.items():
         write_idx(tmp_path / name, arrays[key])
     return tmp_path
@@ -48,9 +54,18 @@ def small_idx_dir(tmp_path, mnist) -> Path:
 
 def tiny_config(tmp_path: Path, **changes) -> Config:
     """A config that trains in a second or two: 1,024 images, small layers."""
-    values = dict(epochs=2, batch_size=64, hidden=(64, 32), dropout=0.1, lr=3e-3,
-                  train_subset=1024, val_size=1000,
-                  logdir=str(tmp_path / "logs"), run_name="tiny", warmup_epochs=0.5)
+    values = dict(
+        epochs=2,
+        batch_size=64,
+        hidden=(64, 32),
+        dropout=0.1,
+        lr=3e-3,
+        train_subset=1024,
+        val_size=1000,
+        logdir=str(tmp_path / "logs"),
+        run_name="tiny",
+        warmup_epochs=0.5,
+    )
     values.update(changes)
     return Config(**values)
 
@@ -58,8 +73,14 @@ def tiny_config(tmp_path: Path, **changes) -> Config:
 def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     """Run scripts/<script> in a subprocess the way a user would."""
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.run([sys.executable, str(ROOT / "scripts" / script), *args],
-                          capture_output=True, text=True, timeout=timeout, env=env, cwd=ROOT)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "scripts" / script), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=ROOT,
+    )
 
 
 def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:

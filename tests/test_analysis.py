@@ -1,4 +1,5 @@
 """Exploration, mistake analysis and the normalization experiment, checked against their own numbers."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import assert_clean_error, run_script, tiny_config
+
 from mlp_core.ablation import ablate_normalization
 from mlp_core.analysis import analyze_run, summarize
 from mlp_core.evaluation import predict_probabilities
@@ -31,7 +32,10 @@ def test_explore_counts_figures_and_json(tmp_path, mnist):
     assert stats["train"]["label_counts"] == TRAIN_COUNTS
     assert stats["test"]["label_counts"] == TEST_COUNTS
     assert stats["train"]["balance_ratio"] == pytest.approx(6742 / 5421)
-    assert stats["train"]["image_shape"] == [60000, 28, 28] and stats["train"]["image_dtype"] == "uint8"
+    assert (
+        stats["train"]["image_shape"] == [60000, 28, 28]
+        and stats["train"]["image_dtype"] == "uint8"
+    )
     assert stats["train"]["unique_labels"] == list(range(10))
     assert (stats["train"]["pixel_min"], stats["train"]["pixel_max"]) == (0, 255)
     assert json.loads((tmp_path / "explore.json").read_text()) == stats
@@ -81,9 +85,13 @@ def test_analysis_files_agree(analyzed):
     assert f"## The hardest digit: {numbers['hardest_digit']}" in report
     rows = re.findall(r"^\| (\d) \| (\d+) \| (\d+) \| [\d.]+ % \|$", report, flags=re.M)
     assert [int(errors) for _, _, errors in rows] == numbers["per_digit_errors"]
-    for name, size in [("misclassified.png", (650, 775)), ("confident_mistakes.png", (650, 775)),
-                       ("least_confident_correct.png", (650, 775)),
-                       ("confusion_matrix.png", (520, 460)), ("per_digit_errors.png", (700, 360))]:
+    for name, size in [
+        ("misclassified.png", (650, 775)),
+        ("confident_mistakes.png", (650, 775)),
+        ("least_confident_correct.png", (650, 775)),
+        ("confusion_matrix.png", (520, 460)),
+        ("per_digit_errors.png", (700, 360)),
+    ]:
         assert png_size(out / name) == size, name
         assert f"]({name})" in report
     assert len(list(out.glob("events.out.tfevents.*"))) == 1
@@ -103,15 +111,32 @@ def test_normalization_experiment_writes_both_runs_and_the_comparison(tmp_path):
     assert len(numbers["normalized"]["val_accuracy_per_epoch"]) == 2
     saved = json.loads((tmp_path / "logs" / "ab-comparison" / "comparison.json").read_text())
     assert saved["raw"]["run_dir"].endswith("ab-raw")
-    assert json.loads((tmp_path / "logs" / "ab-raw" / "config.json").read_text())["normalize"] is False
+    assert (
+        json.loads((tmp_path / "logs" / "ab-raw" / "config.json").read_text())["normalize"] is False
+    )
     assert png_size(tmp_path / "logs" / "ab-comparison" / "comparison.png") == (1000, 380)
 
 
 def test_mission_explores_trains_and_analyzes(tmp_path):
-    result = run_script("mission.py", "--epochs", "1", "--train-subset", "1024", "--hidden", "32",
-                        "--logdir", str(tmp_path), "--run-name", "m")
+    result = run_script(
+        "mission.py",
+        "--epochs",
+        "1",
+        "--train-subset",
+        "1024",
+        "--hidden",
+        "32",
+        "--logdir",
+        str(tmp_path),
+        "--run-name",
+        "m",
+    )
     assert result.returncode == 0, result.stderr
     assert "per-label counts [5923, 6742" in result.stdout and "test accuracy" in result.stdout
-    for path in ("explore/explore.json", "m/metrics.json", "m/saved_model/saved_model.pb",
-                 "m/analysis/report.md"):
+    for path in (
+        "explore/explore.json",
+        "m/metrics.json",
+        "m/saved_model/saved_model.pb",
+        "m/analysis/report.md",
+    ):
         assert (tmp_path / path).is_file(), path

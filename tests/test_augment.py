@@ -1,5 +1,6 @@
 """Augmentation: the transforms against hand-computed images, the elastic field's statistics, and
 the runs that use it (off = today's path, seeded = bit-identical, killed and resumed = identical)."""
+
 from __future__ import annotations
 
 import math
@@ -16,15 +17,23 @@ from mlp_core.augment import Augmentation, affine_coordinates, affine_matrices, 
 from mlp_core.config import with_overrides
 from mlp_core.loop import build_trainer, train_and_evaluate
 
-AFFINE = {"augment": "affine+elastic", "rotate": 10.0, "scale": 0.1, "shear": 10.0,
-          "translate": 2.0, "elastic_sigma": 5.0, "elastic_alpha": 30.0}
+AFFINE = {
+    "augment": "affine+elastic",
+    "rotate": 10.0,
+    "scale": 0.1,
+    "shear": 10.0,
+    "translate": 2.0,
+    "elastic_sigma": 5.0,
+    "elastic_alpha": 30.0,
+}
 
 
 def warp(image: np.ndarray, **params: float) -> np.ndarray:
     """One [28, 28] image through the affine sampling with the given parameters."""
     values = {"angle": 0.0, "shear": 0.0, "zy": 1.0, "zx": 1.0, "ty": 0.0, "tx": 0.0, **params}
-    matrices = affine_matrices(*(tf.constant([values[k]], tf.float32) for k in
-                                 ("angle", "shear", "zy", "zx", "ty", "tx")))
+    matrices = affine_matrices(
+        *(tf.constant([values[k]], tf.float32) for k in ("angle", "shear", "zy", "zx", "ty", "tx"))
+    )
     rows, cols = affine_coordinates(matrices)
     return bilinear(tf.constant(image[np.newaxis]), rows, cols).numpy()[0]
 
@@ -50,7 +59,7 @@ def test_translations_and_a_quarter_turn_match_hand_computed_images(image):
     np.testing.assert_allclose(warp(image, angle=math.pi / 2), np.rot90(image, -1), atol=1e-3)
     # zoom 2: pixel (0, 0) samples 13.5 + (0 - 13.5) / 2 = 6.75 on both axes
     x = image.astype(np.float64)
-    expected = (0.25 * 0.25 * x[6, 6] + 0.25 * 0.75 * (x[6, 7] + x[7, 6]) + 0.75 * 0.75 * x[7, 7])
+    expected = 0.25 * 0.25 * x[6, 6] + 0.25 * 0.75 * (x[6, 7] + x[7, 6]) + 0.75 * 0.75 * x[7, 7]
     assert warp(image, zy=2.0, zx=2.0)[0, 0] == pytest.approx(expected, abs=1e-3)
 
 
@@ -63,14 +72,14 @@ def test_elastic_field_has_the_predicted_size_and_smoothness():
     sigma, alpha = 4.0, 34.0
     field = elastic(sigma, alpha)[..., 10:18, 10:18]  # interior: the zero padding is far away
     # uniform [-1, 1] has variance 1/3; a normalized 2-D Gaussian keeps 1 / (4 pi sigma^2) of it
-    rms = alpha * math.sqrt(1 / 3 / (4 * math.pi * sigma ** 2))
+    rms = alpha * math.sqrt(1 / 3 / (4 * math.pi * sigma**2))
     assert abs(field.mean()) < 0.1 * rms  # about 4 standard errors: pixels of one field correlate
-    assert np.sqrt((field ** 2).mean()) == pytest.approx(rms, rel=0.05)
+    assert np.sqrt((field**2).mean()) == pytest.approx(rms, rel=0.05)
     length = np.hypot(field[0], field[1])  # Rayleigh: mean length rms * sqrt(pi / 2)
     assert length.mean() == pytest.approx(rms * math.sqrt(math.pi / 2), rel=0.05)
     # smoothed white noise: neighbours correlate like a Gaussian of width sigma * sqrt(2)
     a, b = field[..., :, :-1].ravel(), field[..., :, 1:].ravel()
-    assert np.corrcoef(a, b)[0, 1] == pytest.approx(math.exp(-1 / (4 * sigma ** 2)), abs=0.01)
+    assert np.corrcoef(a, b)[0, 1] == pytest.approx(math.exp(-1 / (4 * sigma**2)), abs=0.01)
     rough = elastic(0.3, alpha)[..., 10:18, 10:18]
     assert abs(np.corrcoef(rough[..., :-1].ravel(), rough[..., 1:].ravel())[0, 1]) < 0.1
     np.testing.assert_allclose(elastic(sigma, 2 * alpha), 2 * elastic(sigma, alpha), rtol=1e-5)
@@ -108,8 +117,13 @@ def test_augment_none_is_todays_step_whatever_the_strengths(tmp_path):
     assert augmented != step_graph(plain)
 
 
-@pytest.mark.parametrize("fast, repeat", [({"steps_per_call": 1, "data_on_device": False}, False),
-                                          ({"steps_per_call": 4, "data_on_device": True}, True)])
+@pytest.mark.parametrize(
+    "fast, repeat",
+    [
+        ({"steps_per_call": 1, "data_on_device": False}, False),
+        ({"steps_per_call": 4, "data_on_device": True}, True),
+    ],
+)
 def test_augmented_runs_repeat_bit_for_bit_and_resume_exactly(tmp_path, fast, repeat):
     config = tiny_config(tmp_path, checkpoint_every=5, **AFFINE, **fast)
     alone = train_and_evaluate(with_overrides(config, run_name="alone"), None, observers=[])
@@ -143,9 +157,14 @@ def test_tensorboard_grid_shows_the_same_digits_distorted_anew_each_epoch(tmp_pa
 
     from mlp_core.data import load_mnist
     from mlp_core.summaries import write_augmented_inputs
+
     train = load_mnist().test.take(0, 30)
-    ctx = SimpleNamespace(train=train, trainer=SimpleNamespace(augment=augment.from_config(
-        with_overrides(tiny_config(tmp_path), **AFFINE))))
+    ctx = SimpleNamespace(
+        train=train,
+        trainer=SimpleNamespace(
+            augment=augment.from_config(with_overrides(tiny_config(tmp_path), **AFFINE))
+        ),
+    )
     writer = tf.summary.create_file_writer(str(tmp_path / "tb"))
     for step in (10, 20):
         with writer.as_default(step=step):
@@ -162,5 +181,7 @@ def test_tensorboard_grid_shows_the_same_digits_distorted_anew_each_epoch(tmp_pa
     ctx.trainer.augment = Augmentation()  # no augmentation, no grid
     with tf.summary.create_file_writer(str(tmp_path / "none")).as_default(step=10):
         write_augmented_inputs(ctx, 10)
-    assert all(len(list(tf.compat.v1.train.summary_iterator(str(p)))) == 1  # the file header only
-               for p in (tmp_path / "none").iterdir())
+    assert all(
+        len(list(tf.compat.v1.train.summary_iterator(str(p)))) == 1  # the file header only
+        for p in (tmp_path / "none").iterdir()
+    )

@@ -1,4 +1,5 @@
 """The benchmark's arithmetic, statistics and modes, on tiny settings (never its timings)."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,7 +8,14 @@ import pytest
 
 from mlp_core import bench_modes, bench_roofs
 from mlp_core.bench_report import save_plot, save_roofline_plot, save_sweep_plot, table
-from mlp_core.benchmark import REFERENCE, Plan, run_benchmark, steps_for, training_flops, variants_at
+from mlp_core.benchmark import (
+    REFERENCE,
+    Plan,
+    run_benchmark,
+    steps_for,
+    training_flops,
+    variants_at,
+)
 from mlp_core.errors import UserError
 from mlp_core.loop import load_splits
 from tests.conftest import assert_clean_error, run_script, tiny_config
@@ -33,7 +41,9 @@ def test_bytes_and_roofline_of_a_tiny_mlp_by_hand():
     assert moved["per_example"] == 784 + 40 + 12 * 4 * 4 == 1016
     assert moved["total"] == 44800 + 10 * 1016
     # compute takes 0.01 s per step, memory 0.02 s: memory-bound, 10 examples / 0.02 s
-    line = bench_roofs.roofline(TINY, 10, flops_per_sec=6392 * 10 / 0.01, bytes_per_sec=54960 / 0.02)
+    line = bench_roofs.roofline(
+        TINY, 10, flops_per_sec=6392 * 10 / 0.01, bytes_per_sec=54960 / 0.02
+    )
     assert line["bound"] == "memory"
     assert line["limit_examples_per_sec"] == pytest.approx(500)
     assert line["compute_bound_examples_per_sec"] == pytest.approx(1000)
@@ -50,8 +60,13 @@ def test_jitter_on_known_numbers():
 def test_olympic_mean_and_time_stats():
     assert bench_modes.olympic_mean([5.0, 1.0, 3.0, 9.0]) == 4.0
     assert bench_modes.olympic_mean([2.0, 4.0]) == 3.0
-    stats = bench_modes.time_stats([{"seconds": 5.0, "epochs": 2}, {"seconds": 1.0, "epochs": 1},
-                                    {"seconds": 9.0, "epochs": None}])
+    stats = bench_modes.time_stats(
+        [
+            {"seconds": 5.0, "epochs": 2},
+            {"seconds": 1.0, "epochs": 1},
+            {"seconds": 9.0, "epochs": None},
+        ]
+    )
     assert stats["reached"] == 2 and stats["median_seconds"] == 3.0 and stats["epochs"] == 1.5
 
 
@@ -66,29 +81,84 @@ def test_steps_per_round_and_variants_per_batch():
         variants_at(Plan(variants=("nope",)), 128, None)
 
 
-FIELDS = {"device", "tensorflow", "keras", "matmul_flops_per_sec", "flops_per_example",
-          "limit_examples_per_sec", "limit_dtype", "steps", "steps_per_round", "warmup_steps", "rounds",
-          "keras_fit_epochs", "best", "threading", "compute_flops_per_sec", "memory_bytes_per_sec",
-          "step_bytes", "roofline", "roof_in_turns_flops_per_sec", "input_pipeline", "goals", "results"}
-ROW_FIELDS = {"variant", "batch_size", "examples_per_sec", "vs_keras_fit", "fraction_of_limit", "dtype",
-              "fraction_of_dtype_roof", "roofline_limit_examples_per_sec", "bound", "fraction_of_roofline",
-              "matmul_share", "spread", "min", "max", "rounds", "fraction_of_roof_in_turns"}
+FIELDS = {
+    "device",
+    "tensorflow",
+    "keras",
+    "matmul_flops_per_sec",
+    "flops_per_example",
+    "limit_examples_per_sec",
+    "limit_dtype",
+    "steps",
+    "steps_per_round",
+    "warmup_steps",
+    "rounds",
+    "keras_fit_epochs",
+    "best",
+    "threading",
+    "compute_flops_per_sec",
+    "memory_bytes_per_sec",
+    "step_bytes",
+    "roofline",
+    "roof_in_turns_flops_per_sec",
+    "input_pipeline",
+    "goals",
+    "results",
+}
+ROW_FIELDS = {
+    "variant",
+    "batch_size",
+    "examples_per_sec",
+    "vs_keras_fit",
+    "fraction_of_limit",
+    "dtype",
+    "fraction_of_dtype_roof",
+    "roofline_limit_examples_per_sec",
+    "bound",
+    "fraction_of_roofline",
+    "matmul_share",
+    "spread",
+    "min",
+    "max",
+    "rounds",
+    "fraction_of_roof_in_turns",
+}
 
 
 def test_a_tiny_sweep_has_every_field_and_draws_its_charts(tmp_path):
     train, _, _ = load_splits(dataclasses.replace(REFERENCE, train_subset=512, batch_size=64))
-    plan = Plan(batch_sizes=(32, 64), steps=4, warmup=1, rounds=2, variants=("plain", "best_float32"),
-                sweep_variants=("best_float32",), full_at=(64,), input_batches=2, roof_flops=1e6,
-                roof_megabytes=1, profile=tmp_path / "profile")
+    plan = Plan(
+        batch_sizes=(32, 64),
+        steps=4,
+        warmup=1,
+        rounds=2,
+        variants=("plain", "best_float32"),
+        sweep_variants=("best_float32",),
+        full_at=(64,),
+        input_batches=2,
+        roof_flops=1e6,
+        roof_megabytes=1,
+        profile=tmp_path / "profile",
+    )
     report = run_benchmark(train, plan, None)
     assert FIELDS <= set(report)
     assert [(r["variant"], r["batch_size"]) for r in report["results"]] == [
-        ("keras_fit", 32), ("best_float32", 32), ("keras_fit", 64), ("plain", 64), ("best_float32", 64)]
+        ("keras_fit", 32),
+        ("best_float32", 32),
+        ("keras_fit", 64),
+        ("plain", 64),
+        ("best_float32", 64),
+    ]
     for row in report["results"]:
-        assert ROW_FIELDS <= set(row) and len(row["rounds"]) == (2 if row["variant"] != "keras_fit" else len(
-            report["keras_fit_epochs"][str(row["batch_size"])]))
+        assert ROW_FIELDS <= set(row) and len(row["rounds"]) == (
+            2
+            if row["variant"] != "keras_fit"
+            else len(report["keras_fit_epochs"][str(row["batch_size"])])
+        )
         assert row["min"] <= row["examples_per_sec"] <= row["max"]
-    assert set(report["roofline"]) == {"float32", "bfloat16"} and set(report["roofline"]["float32"]) == {"32", "64"}
+    assert set(report["roofline"]) == {"float32", "bfloat16"} and set(
+        report["roofline"]["float32"]
+    ) == {"32", "64"}
     assert set(report["input_pipeline"]["32"]) == {"tf_data", "device_data"}
     assert list((tmp_path / "profile" / "plain-64" / "plugins" / "profile").glob("*/*.xplane.pb"))
     assert "best_float32" in table(report)
@@ -112,13 +182,20 @@ def test_time_to_accuracy_gives_one_time_per_seed(tmp_path):
 
 
 def test_script_rejects_an_unknown_variant_in_one_line():
-    assert_clean_error(run_script("benchmark.py", "--variants", "nope", "--train-subset", "256",
-                                  "--batch-sizes", "32"), "error:", "nope")
+    assert_clean_error(
+        run_script(
+            "benchmark.py", "--variants", "nope", "--train-subset", "256", "--batch-sizes", "32"
+        ),
+        "error:",
+        "nope",
+    )
 
 
 def test_thread_pools_cannot_be_resized_once_tensorflow_runs():
     import tensorflow as tf
+
     from mlp_core.fastpaths import set_threads
+
     tf.constant(1.0) + 1.0  # TensorFlow has set up its devices
     with pytest.raises(UserError, match="thread pools"):
         set_threads(2, 1)

@@ -1,4 +1,5 @@
 """Every TensorBoard dashboard serves a short run's data, asked through the real server's HTTP API."""
+
 from __future__ import annotations
 
 import gzip
@@ -12,26 +13,55 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from conftest import tiny_config
-from mlp_core.loop import train_and_evaluate
 from test_summaries import free_port
 
-PLUGINS = {"scalars", "histograms", "distributions", "images", "text", "hparams", "graphs",
-           "profile", "projector", "pr_curves", "custom_scalars"}
+from mlp_core.loop import train_and_evaluate
+
+PLUGINS = {
+    "scalars",
+    "histograms",
+    "distributions",
+    "images",
+    "text",
+    "hparams",
+    "graphs",
+    "profile",
+    "projector",
+    "pr_curves",
+    "custom_scalars",
+}
 LAYERS, HIDDEN = ["dense_0", "dense_1", "logits"], ["hidden_0", "hidden_1"]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory):
     """A 2-epoch run (8 steps each, calls of 2, steps 3..6 profiled) and a server over its logdir."""
-    config = tiny_config(tmp_path_factory.mktemp("dash"), train_subset=512, log_every=4,
-                         steps_per_call=2, profile_steps="3:6", val_size=500)
+    config = tiny_config(
+        tmp_path_factory.mktemp("dash"),
+        train_subset=512,
+        log_every=4,
+        steps_per_call=2,
+        profile_steps="3:6",
+        val_size=500,
+    )
     run = Path(train_and_evaluate(config)["run_dir"])
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(run.parent),
-                                "--host", "127.0.0.1", "--port", str(port)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(run.parent),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}/data"
     try:
         wait_until_active(base)
@@ -42,7 +72,9 @@ def server(tmp_path_factory):
 
 
 def fetch(url: str, data: bytes | None = None) -> bytes:
-    request = urllib.request.Request(url, data, {"Content-Type": "application/json"} if data else {})
+    request = urllib.request.Request(
+        url, data, {"Content-Type": "application/json"} if data else {}
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         body = response.read()  # the profile plugin compresses whatever the client accepts
         return gzip.decompress(body) if response.headers.get("Content-Encoding") == "gzip" else body
@@ -70,8 +102,17 @@ def wait_until_active(base: str, seconds: float = 90) -> None:
 def test_scalars_histograms_distributions_images_text_and_hparams(server):
     base, run = server
     assert "loss" in get(base, "scalars/tags")[f"{run}/validation"]
-    assert len(get(base, "distributions/distributions", run=f"{run}/train",
-                   tag="weights/mlp/dense_0/kernel")) == 2  # one per epoch
+    assert (
+        len(
+            get(
+                base,
+                "distributions/distributions",
+                run=f"{run}/train",
+                tag="weights/mlp/dense_0/kernel",
+            )
+        )
+        == 2
+    )  # one per epoch
     assert "confusion_matrix" in get(base, "images/tags")[f"{run}/validation"]
     assert "config" in get(base, "text/tags")[run]
     body = json.dumps({"experimentName": ""}).encode()
@@ -101,7 +142,10 @@ def test_projector_tensor_metadata_and_sprite(server):
     base, run = server
     assert get(base, "projector/runs") == [f"{run}/test"]
     [embedding] = get(base, "projector/info", run=f"{run}/test")["embeddings"]
-    assert embedding["tensorShape"] == [10_000, 32] and embedding["sprite"]["singleImageDim"] == [28, 28]
+    assert embedding["tensorShape"] == [10_000, 32] and embedding["sprite"]["singleImageDim"] == [
+        28,
+        28,
+    ]
     name = embedding["tensorName"]
     tensor = fetch(f"{base}/plugin/projector/tensor?run={run}/test&name={urllib.parse.quote(name)}")
     assert np.frombuffer(tensor, np.float32).size == 10_000 * 32
@@ -109,8 +153,10 @@ def test_projector_tensor_metadata_and_sprite(server):
     rows = rows.decode().splitlines()
     assert rows[0] == "label\tpredicted\tcorrect" and len(rows) == 10_001
     correct = sum(row.endswith("yes") for row in rows[1:])
-    assert all(row.split("\t")[2] == ("yes" if row.split("\t")[0] == row.split("\t")[1] else "no")
-               for row in rows[1:])
+    assert all(
+        row.split("\t")[2] == ("yes" if row.split("\t")[0] == row.split("\t")[1] else "no")
+        for row in rows[1:]
+    )
     assert 0.5 < correct / 10_000  # the tiny run's test accuracy
 
 
@@ -126,9 +172,11 @@ def test_pr_curves_one_series_per_digit_each_epoch(server):
 
 def test_custom_scalars_group_the_dynamics_with_a_line_per_layer(server):
     base, run = server
-    charts = {chart["title"]: chart["multiline"]["tag"][0]
-              for category in get(base, "custom_scalars/layout")["category"]
-              for chart in category["chart"]}
+    charts = {
+        chart["title"]: chart["multiline"]["tag"][0]
+        for category in get(base, "custom_scalars/layout")["category"]
+        for chart in category["chart"]
+    }
     assert len(charts) == 8
     for title, regex in charts.items():
         lines = get(base, "custom_scalars/scalars", run=f"{run}/train", tag=regex)["tag_to_events"]

@@ -1,4 +1,5 @@
 """The loader against the published MNIST facts, and every kind of bad file."""
+
 from __future__ import annotations
 
 import gzip
@@ -9,8 +10,8 @@ import sys
 
 import numpy as np
 import pytest
-
 from conftest import ROOT, SHARED_MNIST, write_idx
+
 from mlp_core.data import FILES, load_mnist, packaged_dir, split_validation
 from mlp_core.errors import DataError
 
@@ -38,8 +39,11 @@ MNIST_SHA256 = {
 
 def test_packaged_files_match_their_sha256sums():
     """The packaged copy stands on its own SHA256SUMS (nothing outside the clone is needed)."""
-    listed = dict(reversed(line.split()) for line in
-                  (packaged_dir() / "SHA256SUMS").read_text().splitlines() if line.strip())
+    listed = dict(
+        reversed(line.split())
+        for line in (packaged_dir() / "SHA256SUMS").read_text().splitlines()
+        if line.strip()
+    )
     assert listed == MNIST_SHA256
     for name in FILES.values():
         data = gzip.decompress((packaged_dir() / f"{name}.gz").read_bytes())
@@ -53,9 +57,23 @@ def test_data_tests_pass_in_a_clone_with_nothing_beside_it(tmp_path):
     for part in ("mlp_core", "tests"):
         shutil.copytree(ROOT / part, clone / part, ignore=ignore)
     shutil.copy(ROOT / "pyproject.toml", clone)
-    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-                             "tests/test_data.py", "-k", "packaged and not clone"],
-                            cwd=clone, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_data.py",
+            "-k",
+            "packaged and not clone",
+        ],
+        cwd=clone,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 0, result.stdout[-2000:]
     assert "1 skipped" in result.stdout and "failed" not in result.stdout, result.stdout[-2000:]
 
@@ -64,19 +82,31 @@ def test_data_tests_pass_in_a_clone_with_nothing_beside_it(tmp_path):
 def test_packaged_files_are_the_shared_files():
     for name in FILES.values():
         shipped = (packaged_dir() / f"{name}.gz").read_bytes()
-        assert gzip.decompress(shipped) == gzip.decompress((SHARED_MNIST / f"{name}.gz").read_bytes())
+        assert gzip.decompress(shipped) == gzip.decompress(
+            (SHARED_MNIST / f"{name}.gz").read_bytes()
+        )
 
 
 def test_loads_raw_idx_and_npz(tmp_path, mnist):
     (tmp_path / "raw").mkdir()
     for key, name in FILES.items():
         split, part = key.split("_")
-        write_idx(tmp_path / "raw" / name, getattr(getattr(mnist, split), part)[:50], compress=False)
+        write_idx(
+            tmp_path / "raw" / name, getattr(getattr(mnist, split), part)[:50], compress=False
+        )
     raw = load_mnist(tmp_path / "raw")
-    assert raw.train.images.shape == (50, 28, 28) and raw.test.labels.tolist() == mnist.test.labels[:50].tolist()
+    assert (
+        raw.train.images.shape == (50, 28, 28)
+        and raw.test.labels.tolist() == mnist.test.labels[:50].tolist()
+    )
 
-    np.savez(tmp_path / "mnist.npz", x_train=mnist.train.images[:30], y_train=mnist.train.labels[:30],
-             x_test=mnist.test.images[:20], y_test=mnist.test.labels[:20])
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=mnist.train.images[:30],
+        y_train=mnist.train.labels[:30],
+        x_test=mnist.test.images[:20],
+        y_test=mnist.test.labels[:20],
+    )
     npz = load_mnist(tmp_path)
     assert len(npz.train) == 30 and len(npz.test) == 20
     np.testing.assert_array_equal(npz.train.images, mnist.train.images[:30])
@@ -96,16 +126,36 @@ def _corrupt(directory, name, transform):
     return path
 
 
-@pytest.mark.parametrize("name, transform, message", [
-    ("train-images-idx3-ubyte", lambda b: b"\x12\x34" + b[2:], "bad magic number"),
-    ("train-images-idx3-ubyte", lambda b: b[:2] + b"\x0d" + b[3:], "data type 0x0d"),
-    ("train-images-idx3-ubyte", lambda b: b[:-100], "truncated"),
-    ("t10k-labels-idx1-ubyte", lambda b: b + b"\x00", "oversized"),
-    ("train-labels-idx1-ubyte", lambda b: b[:-1] + b"\x0a", "label 10 at index 599 is outside 0..9"),
-    ("train-labels-idx1-ubyte", lambda b: b[:4] + (599).to_bytes(4, "big") + b[8:-1], "600 images but 599 labels"),
-    ("train-images-idx3-ubyte", lambda b: b[:4] + (600).to_bytes(4, "big") + (27).to_bytes(4, "big")
-     + (28).to_bytes(4, "big") + b[16:16 + 600 * 27 * 28], "expected [N, 28, 28]"),
-])
+@pytest.mark.parametrize(
+    "name, transform, message",
+    [
+        ("train-images-idx3-ubyte", lambda b: b"\x12\x34" + b[2:], "bad magic number"),
+        ("train-images-idx3-ubyte", lambda b: b[:2] + b"\x0d" + b[3:], "data type 0x0d"),
+        ("train-images-idx3-ubyte", lambda b: b[:-100], "truncated"),
+        ("t10k-labels-idx1-ubyte", lambda b: b + b"\x00", "oversized"),
+        (
+            "train-labels-idx1-ubyte",
+            lambda b: b[:-1] + b"\x0a",
+            "label 10 at index 599 is outside 0..9",
+        ),
+        (
+            "train-labels-idx1-ubyte",
+            lambda b: b[:4] + (599).to_bytes(4, "big") + b[8:-1],
+            "600 images but 599 labels",
+        ),
+        (
+            "train-images-idx3-ubyte",
+            lambda b: (
+                b[:4]
+                + (600).to_bytes(4, "big")
+                + (27).to_bytes(4, "big")
+                + (28).to_bytes(4, "big")
+                + b[16 : 16 + 600 * 27 * 28]
+            ),
+            "expected [N, 28, 28]",
+        ),
+    ],
+)
 def test_corrupt_files_raise_one_line_errors(small_idx_dir, name, transform, message):
     path = _corrupt(small_idx_dir, name, transform)
     with pytest.raises(DataError) as err:
@@ -139,8 +189,13 @@ def test_bad_npz_files(tmp_path):
     np.savez(tmp_path / "mnist.npz", x_train=np.zeros((2, 28, 28), np.uint8))
     with pytest.raises(DataError, match="missing arrays y_train, x_test, y_test"):
         load_mnist(tmp_path)
-    np.savez(tmp_path / "mnist.npz", x_train=np.array([{}], dtype=object), y_train=np.zeros(1),
-             x_test=np.zeros(1), y_test=np.zeros(1))
+    np.savez(
+        tmp_path / "mnist.npz",
+        x_train=np.array([{}], dtype=object),
+        y_train=np.zeros(1),
+        x_test=np.zeros(1),
+        y_test=np.zeros(1),
+    )
     with pytest.raises(DataError, match="cannot read npz"):
         load_mnist(tmp_path)
     (tmp_path / "mnist.npz").write_bytes(b"garbage")

@@ -1,4 +1,5 @@
 """tf.distribute: replicas on logical CPUs and worker processes train exactly like one device."""
+
 from __future__ import annotations
 
 import json
@@ -14,22 +15,41 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import ROOT, assert_clean_error, run_script, tiny_config
+from test_reliability import without_timing
+
 from mlp_core.config import Config, parse_config, with_overrides
 from mlp_core.distribute import check_tf_config, make_strategy
 from mlp_core.errors import UserError
 from mlp_core.hooks import Observer
 from mlp_core.loop import load_trained_model, train_and_evaluate
 from mlp_core.pipeline import train_dataset
-from test_reliability import without_timing
 
 # Momentum SGD and an L2 penalty: unlike Adam's, their updates scale with the gradient, so a wrongly
 # averaged loss or penalty shows in the weights. No dropout: each replica draws its own masks.
 # float32: strategies run the plain step, while one device would pick bfloat16 on a CPU that has it.
-FLAGS = ["--hidden", "64,32", "--train-subset", "1024", "--batch-size", "64", "--epochs", "1",
-         "--val-size", "1000", "--dropout", "0", "--optimizer", "momentum", "--lr", "0.05",
-         "--l2", "0.001", "--precision", "float32"]
+FLAGS = [
+    "--hidden",
+    "64,32",
+    "--train-subset",
+    "1024",
+    "--batch-size",
+    "64",
+    "--epochs",
+    "1",
+    "--val-size",
+    "1000",
+    "--dropout",
+    "0",
+    "--optimizer",
+    "momentum",
+    "--lr",
+    "0.05",
+    "--l2",
+    "0.001",
+    "--precision",
+    "float32",
+]
 HELPER = ROOT / "tests" / "train_and_dump.py"
 
 
@@ -37,14 +57,22 @@ HELPER = ROOT / "tests" / "train_and_dump.py"
 def one_device(tmp_path_factory) -> tuple[dict, list[np.ndarray]]:
     """The reference: the same flags on one device, in this process."""
     logdir = tmp_path_factory.mktemp("one")
-    metrics = train_and_evaluate(parse_config([*FLAGS, "--logdir", str(logdir), "--run-name", "one"]))
+    metrics = train_and_evaluate(
+        parse_config([*FLAGS, "--logdir", str(logdir), "--run-name", "one"])
+    )
     return metrics, [v.numpy() for v in load_trained_model(logdir / "one")[1].trainable_variables]
 
 
 def start_helper(out: Path, *flags: str, env: dict[str, str] | None = None) -> subprocess.Popen:
     env = {k: v for k, v in {**os.environ, **(env or {})}.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.Popen([sys.executable, str(HELPER), str(out), *FLAGS, *flags], cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(HELPER), str(out), *FLAGS, *flags],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def stop_all(procs: list[subprocess.Popen]) -> None:
@@ -71,8 +99,17 @@ def assert_matches_one_device(run_dir: Path, dump, one_device) -> None:
 
 
 def test_mirrored_on_two_logical_cpus_matches_one_device(tmp_path, one_device):
-    proc = start_helper(tmp_path / "dump.npz", "--strategy", "mirrored", "--logical-cpus", "2",
-                        "--logdir", str(tmp_path), "--run-name", "mirrored")
+    proc = start_helper(
+        tmp_path / "dump.npz",
+        "--strategy",
+        "mirrored",
+        "--logical-cpus",
+        "2",
+        "--logdir",
+        str(tmp_path),
+        "--run-name",
+        "mirrored",
+    )
     try:
         _, err = proc.communicate(timeout=120)
     finally:
@@ -94,18 +131,33 @@ def free_ports(count: int) -> list[int]:
             sock.close()
 
 
-def start_cluster(tmp_path: Path, *flags: str, logdirs: tuple[str, str] = ("logs", "logs")
-                  ) -> list[subprocess.Popen]:
+def start_cluster(
+    tmp_path: Path, *flags: str, logdirs: tuple[str, str] = ("logs", "logs")
+) -> list[subprocess.Popen]:
     """Two worker processes on free 127.0.0.1 ports, each with its own TMPDIR."""
     cluster = {"worker": [f"127.0.0.1:{port}" for port in free_ports(2)]}
     procs = []
     for index in range(2):
         (tmp_path / f"tmp{index}").mkdir(exist_ok=True)
-        env = {"TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}}),
-               "TMPDIR": str(tmp_path / f"tmp{index}")}
-        procs.append(start_helper(tmp_path / f"worker{index}.npz", "--strategy", "multi_worker",
-                                  "--logdir", str(tmp_path / logdirs[index]), "--run-name", "cluster",
-                                  *flags, env=env))
+        env = {
+            "TF_CONFIG": json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            ),
+            "TMPDIR": str(tmp_path / f"tmp{index}"),
+        }
+        procs.append(
+            start_helper(
+                tmp_path / f"worker{index}.npz",
+                "--strategy",
+                "multi_worker",
+                "--logdir",
+                str(tmp_path / logdirs[index]),
+                "--run-name",
+                "cluster",
+                *flags,
+                env=env,
+            )
+        )
     return procs
 
 
@@ -128,8 +180,12 @@ def test_two_workers_finish_with_identical_weights(tmp_path, one_device):
     run_dir = tmp_path / "logs" / "cluster"
     assert_matches_one_device(run_dir, dumps[0], one_device)
     # Only the chief wrote the run directory; the other worker's checkpoints went to its TMPDIR.
-    assert sorted(p.name for p in run_dir.iterdir()) == [".lock", "checkpoints", "config.json",
-                                                          "metrics.json"]  # .lock: the chief held the run
+    assert sorted(p.name for p in run_dir.iterdir()) == [
+        ".lock",
+        "checkpoints",
+        "config.json",
+        "metrics.json",
+    ]  # .lock: the chief held the run
     assert list((tmp_path / "tmp1").iterdir()) == []
 
 
@@ -151,13 +207,20 @@ def test_a_worker_that_dies_stops_the_other_and_both_resume_together(tmp_path):
     assert "--run-name cluster --resume" in err
     assert not (tmp_path / "logs" / "cluster" / "metrics.json").exists()
     # A worker that cannot see the chief's checkpoints must not silently start over.
-    shutil.copytree(tmp_path / "logs" / "cluster", tmp_path / "blind" / "cluster",
-                    ignore=shutil.ignore_patterns("checkpoints"))
+    shutil.copytree(
+        tmp_path / "logs" / "cluster",
+        tmp_path / "blind" / "cluster",
+        ignore=shutil.ignore_patterns("checkpoints"),
+    )
     procs = start_cluster(tmp_path, *flags, "--resume", logdirs=("logs", "blind"))
     errors = finish(procs)
     assert [proc.returncode for proc in procs] == [2, 2], errors
     for err in errors:
-        assert err.strip().splitlines()[-1].startswith("error: the workers would start from different steps")
+        assert (
+            err.strip()
+            .splitlines()[-1]
+            .startswith("error: the workers would start from different steps")
+        )
     procs = start_cluster(tmp_path, *flags, "--resume")
     errors = finish(procs)
     assert [proc.returncode for proc in procs] == [0, 0], errors
@@ -188,7 +251,9 @@ def test_a_mirrored_run_resumes_exactly_mid_epoch(tmp_path):
     stopped = with_overrides(config, run_name="stopped")
     with pytest.raises(StopAt.Killed):
         train_and_evaluate(stopped, observers=[StopAt(4)])  # the last checkpoint is ckpt-3
-    assert tf.train.latest_checkpoint(str(tmp_path / "logs" / "stopped" / "checkpoints")).endswith("-3")
+    assert tf.train.latest_checkpoint(str(tmp_path / "logs" / "stopped" / "checkpoints")).endswith(
+        "-3"
+    )
     assert without_timing(train_and_evaluate(stopped, resume=True)) == without_timing(alone)
 
 
@@ -196,24 +261,47 @@ def test_each_replica_takes_a_contiguous_slice_of_the_global_batch(mnist):
     """Four replicas on two workers see exactly the one-device batches, resumed mid-stream too."""
     split = mnist.train.take(0, 512)
     whole = list(train_dataset(split, 64, seed=5, start_epoch=1, skip_batches=3).take(7))
-    workers = [list(train_dataset(split, 64, seed=5, start_epoch=1, skip_batches=3, replicas=4,
-                                  local_replicas=range(first, first + 2)).take(14)) for first in (0, 2)]
+    workers = [
+        list(
+            train_dataset(
+                split,
+                64,
+                seed=5,
+                start_epoch=1,
+                skip_batches=3,
+                replicas=4,
+                local_replicas=range(first, first + 2),
+            ).take(14)
+        )
+        for first in (0, 2)
+    ]
     for step, (images, labels) in enumerate(whole):
-        slices = [batch for worker in workers for batch in worker[2 * step:2 * step + 2]]
+        slices = [batch for worker in workers for batch in worker[2 * step : 2 * step + 2]]
         assert [s[0].shape[0] for s in slices] == [16] * 4
         np.testing.assert_array_equal(np.concatenate([s[0] for s in slices]), images)
         np.testing.assert_array_equal(np.concatenate([s[1] for s in slices]), labels)
 
 
-@pytest.mark.parametrize("tf_config, message", [
-    (None, "needs the TF_CONFIG environment variable"),
-    ("{cluster", "TF_CONFIG is not valid JSON"),
-    ('{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}', "a list of \"host:port\""),
-    ('{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}', "host:port"),
-    ('{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
-     "task must name this process"),
-    ('{"cluster": {"worker": ["a:1"]}}', "task must name this process"),
-])
+@pytest.mark.parametrize(
+    "tf_config, message",
+    [
+        (None, "needs the TF_CONFIG environment variable"),
+        ("{cluster", "TF_CONFIG is not valid JSON"),
+        (
+            '{"cluster": {"worker": []}, "task": {"type": "worker", "index": 0}}',
+            'a list of "host:port"',
+        ),
+        (
+            '{"cluster": {"worker": ["localhost"]}, "task": {"type": "worker", "index": 0}}',
+            "host:port",
+        ),
+        (
+            '{"cluster": {"worker": ["a:1", "b:2"]}, "task": {"type": "worker", "index": 2}}',
+            "task must name this process",
+        ),
+        ('{"cluster": {"worker": ["a:1"]}}', "task must name this process"),
+    ],
+)
 def test_bad_tf_config_is_one_clear_line(tf_config, message):
     with pytest.raises(UserError, match=message):
         check_tf_config(tf_config)
@@ -222,30 +310,53 @@ def test_bad_tf_config_is_one_clear_line(tf_config, message):
 def test_multi_worker_without_tf_config_or_run_name(tmp_path, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
     result = run_script("train.py", "--strategy", "multi_worker", "--logdir", str(tmp_path))
-    assert_clean_error(result, "error: --strategy multi_worker needs the TF_CONFIG environment variable")
+    assert_clean_error(
+        result, "error: --strategy multi_worker needs the TF_CONFIG environment variable"
+    )
     assert not any(tmp_path.iterdir())
-    monkeypatch.setenv("TF_CONFIG", json.dumps(
-        {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}))
+    monkeypatch.setenv(
+        "TF_CONFIG",
+        json.dumps(
+            {"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 0}}
+        ),
+    )
     with pytest.raises(UserError, match="--strategy multi_worker needs --run-name"):
         make_strategy(Config(strategy="multi_worker"))
 
 
 def test_global_batch_must_divide_among_replicas(tmp_path):
-    result = run_script("train.py", "--strategy", "mirrored", "--logical-cpus", "3", "--dry-run",
-                        "--batch-size", "64", "--logdir", str(tmp_path))
-    assert_clean_error(result, "error: --batch-size 64 is the global batch and must divide evenly "
-                               "among the 3 replicas of --strategy mirrored")
+    result = run_script(
+        "train.py",
+        "--strategy",
+        "mirrored",
+        "--logical-cpus",
+        "3",
+        "--dry-run",
+        "--batch-size",
+        "64",
+        "--logdir",
+        str(tmp_path),
+    )
+    assert_clean_error(
+        result,
+        "error: --batch-size 64 is the global batch and must divide evenly "
+        "among the 3 replicas of --strategy mirrored",
+    )
     assert not any(tmp_path.iterdir())
 
 
 def test_logical_cpus_cannot_be_split_once_tensorflow_runs():
     tf.config.list_logical_devices("CPU")  # this process's devices are set up now, if not before
-    with pytest.raises(UserError, match="--logical-cpus 3: TensorFlow has already set up its devices"):
+    with pytest.raises(
+        UserError, match="--logical-cpus 3: TensorFlow has already set up its devices"
+    ):
         make_strategy(Config(strategy="mirrored", logical_cpus=3))
 
 
-@pytest.mark.parametrize("flags, message", [(["--strategy", "tpu"], "invalid choice: 'tpu'"),
-                                            (["--logical-cpus", "-1"], "must be >= 0")])
+@pytest.mark.parametrize(
+    "flags, message",
+    [(["--strategy", "tpu"], "invalid choice: 'tpu'"), (["--logical-cpus", "-1"], "must be >= 0")],
+)
 def test_strategy_flags_are_validated(flags, message, capsys):
     with pytest.raises(SystemExit):
         parse_config(flags)

@@ -1,4 +1,5 @@
 """Training dynamics against hand computations, and the --profile-steps flag's checks."""
+
 from __future__ import annotations
 
 from types import SimpleNamespace
@@ -6,21 +7,23 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import tiny_config
+from test_summaries import load, scalar
+
 from mlp_core.config import parse_config
 from mlp_core.dynamics import DynamicsObserver, grad_norms, unit_statistics
 from mlp_core.errors import UserError
 from mlp_core.loop import build_context
 from mlp_core.model import MLP
 from mlp_core.profiling import ProfilerObserver
-from test_summaries import load, scalar
 
 
 def layer_arrays(model: MLP) -> dict[str, np.ndarray]:
     """Each layer's kernel and bias as one flat numpy vector (a copy)."""
-    return {layer.name: np.concatenate([layer.kernel.numpy().ravel(), layer.bias.numpy().ravel()])
-            for layer in model.layers}
+    return {
+        layer.name: np.concatenate([layer.kernel.numpy().ravel(), layer.bias.numpy().ravel()])
+        for layer in model.layers
+    }
 
 
 @pytest.mark.parametrize("count", [1, 3])
@@ -38,7 +41,9 @@ def test_update_ratio_is_the_applied_update_per_step_over_the_weight_norm(tmp_pa
     writer.close()
     train = load(tmp_path / "train")
     for name in ("dense_0", "dense_1", "logits"):
-        by_hand = np.linalg.norm(after[name] - before[name]) / (count * np.linalg.norm(before[name]))
+        by_hand = np.linalg.norm(after[name] - before[name]) / (
+            count * np.linalg.norm(before[name])
+        )
         assert by_hand > 0
         [(step, logged)] = scalar(train, f"dynamics/update_ratio/{name}")
         assert step == 2 * count and logged == pytest.approx(by_hand, rel=1e-4)
@@ -59,7 +64,7 @@ def test_dead_unit_fraction_on_a_layer_built_with_dead_units():
     model = MLP(hidden=(8,), seed=0)
     hidden = model.layers[0]
     kernel = np.abs(hidden.kernel.numpy())  # non-negative inputs: every unit fires...
-    kernel[:, :3] = -kernel[:, :3]          # ...except these three, which never exceed 0
+    kernel[:, :3] = -kernel[:, :3]  # ...except these three, which never exceed 0
     hidden.kernel.assign(kernel)
     hidden.bias.assign(np.r_[[-0.1] * 3, [0.1] * 5].astype(np.float32))
     x = tf.random.stateless_uniform([64, 784], seed=[1, 2])
@@ -83,4 +88,3 @@ def test_profile_steps_beyond_the_run_is_a_user_error(tmp_path):
     assert parse_config([]).profile_steps == ""  # off by default
     with pytest.raises(UserError, match="only 16 steps"):
         ProfilerObserver(17, 20).on_run_begin(ctx)
-

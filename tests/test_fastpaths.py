@@ -1,4 +1,5 @@
 """Fast paths: each trains like the plain step, the exact ones bit for bit; the benchmark's JSON."""
+
 from __future__ import annotations
 
 import json
@@ -6,21 +7,30 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import run_script, tiny_config
+from test_reliability import without_timing
+
 from mlp_core import fastpaths
 from mlp_core.config import with_overrides
 from mlp_core.errors import UserError
 from mlp_core.loop import build_context, load_trained_model, train_and_evaluate
 from mlp_core.step import LossScale
-from test_reliability import without_timing
 
 PLAIN = dict(jit_compile=False, steps_per_call=1, data_on_device=False, precision="float32")
 
 
 def run(tmp_path, name: str, **fast):
-    config = tiny_config(tmp_path, run_name=name, hidden=(128,), train_subset=10_000,
-                         batch_size=100, epochs=2, dropout=0.1, summaries=False, **{**PLAIN, **fast})
+    config = tiny_config(
+        tmp_path,
+        run_name=name,
+        hidden=(128,),
+        train_subset=10_000,
+        batch_size=100,
+        epochs=2,
+        dropout=0.1,
+        summaries=False,
+        **{**PLAIN, **fast},
+    )
     metrics = train_and_evaluate(config, observers=[])
     return metrics, [v.numpy() for v in load_trained_model(tmp_path / "logs" / name)[1].variables]
 
@@ -30,8 +40,14 @@ def plain(tmp_path_factory):
     return run(tmp_path_factory.mktemp("plain"), "plain")
 
 
-@pytest.mark.parametrize("fast", [dict(steps_per_call=8), dict(data_on_device=True),
-                                  dict(steps_per_call=7, data_on_device=True)])
+@pytest.mark.parametrize(
+    "fast",
+    [
+        dict(steps_per_call=8),
+        dict(data_on_device=True),
+        dict(steps_per_call=7, data_on_device=True),
+    ],
+)
 def test_steps_per_call_and_device_data_are_bit_identical_to_the_plain_step(tmp_path, plain, fast):
     metrics, weights = run(tmp_path, "fast", **fast)
     assert without_timing(metrics) == without_timing(plain[0])
@@ -39,10 +55,15 @@ def test_steps_per_call_and_device_data_are_bit_identical_to_the_plain_step(tmp_
         np.testing.assert_array_equal(a, b)
 
 
-@pytest.mark.parametrize("fast", [dict(jit_compile=True),
-                                  dict(jit_compile=True, steps_per_call=8, data_on_device=True),
-                                  dict(precision="mixed_bfloat16", steps_per_call=8),
-                                  dict(precision="mixed_float16")])
+@pytest.mark.parametrize(
+    "fast",
+    [
+        dict(jit_compile=True),
+        dict(jit_compile=True, steps_per_call=8, data_on_device=True),
+        dict(precision="mixed_bfloat16", steps_per_call=8),
+        dict(precision="mixed_float16"),
+    ],
+)
 def test_every_fast_path_reaches_the_plain_accuracy(tmp_path, plain, fast):
     metrics, _ = run(tmp_path, "fast", **fast)
     assert plain[0]["test_accuracy"] > 0.9
@@ -51,16 +72,23 @@ def test_every_fast_path_reaches_the_plain_accuracy(tmp_path, plain, fast):
 
 def test_float16_overflow_halves_the_loss_scale_and_skips_without_diverging(tmp_path):
     ctx = build_context(tiny_config(tmp_path, **{**PLAIN, "precision": "mixed_float16"}), None)
-    trainer, batch = ctx.trainer, (tf.constant(ctx.train.images[:64].reshape(64, -1)),
-                                   tf.one_hot(ctx.train.labels[:64], 10))
+    trainer, batch = (
+        ctx.trainer,
+        (tf.constant(ctx.train.images[:64].reshape(64, -1)), tf.one_hot(ctx.train.labels[:64], 10)),
+    )
     before = [v.numpy() for v in trainer.model.trainable_variables]
-    trainer.loss_scale.scale.assign(2.0 ** 40)  # float16 gradients overflow at this scale
+    trainer.loss_scale.scale.assign(2.0**40)  # float16 gradients overflow at this scale
     trainer.train_step(*batch)
-    assert trainer.loss_scale.scale.numpy() == 2.0 ** 39 and not trainer.diverged.numpy()
-    assert all(np.array_equal(a, v.numpy()) for a, v in zip(before, trainer.model.trainable_variables))
-    trainer.loss_scale.scale.assign(2.0 ** 10)
+    assert trainer.loss_scale.scale.numpy() == 2.0**39 and not trainer.diverged.numpy()
+    assert all(
+        np.array_equal(a, v.numpy()) for a, v in zip(before, trainer.model.trainable_variables)
+    )
+    trainer.loss_scale.scale.assign(2.0**10)
     trainer.train_step(*batch)
-    assert trainer.loss_scale.good_steps.numpy() == 1 and int(trainer.optimizer.iterations.numpy()) == 1
+    assert (
+        trainer.loss_scale.good_steps.numpy() == 1
+        and int(trainer.optimizer.iterations.numpy()) == 1
+    )
 
 
 def test_loss_scale_grows_after_enough_good_steps():
@@ -74,14 +102,27 @@ def test_loss_scale_grows_after_enough_good_steps():
 def test_automatic_choices_and_explicit_ones(tmp_path):
     auto = fastpaths.resolve(tiny_config(tmp_path), None)
     precision = "mixed_bfloat16" if fastpaths.cpu_has_bf16() else "float32"
-    assert {k: getattr(auto, k) for k in PLAIN} == {**fastpaths.CPU_DEFAULTS, "precision": precision}
+    assert {k: getattr(auto, k) for k in PLAIN} == {
+        **fastpaths.CPU_DEFAULTS,
+        "precision": precision,
+    }
     explicit = fastpaths.resolve(tiny_config(tmp_path, steps_per_call=3, jit_compile=True), None)
     assert (explicit.steps_per_call, explicit.jit_compile) == (3, True)
     with pytest.raises(UserError, match="work with --strategy default only, not mirrored"):
         fastpaths.resolve(tiny_config(tmp_path, strategy="mirrored", data_on_device=True), None)
-    assert fastpaths.resolve(with_overrides(auto, strategy="mirrored", data_on_device=False,
-                                            steps_per_call=1, precision="float32"),
-                             None).steps_per_call == 1
+    assert (
+        fastpaths.resolve(
+            with_overrides(
+                auto,
+                strategy="mirrored",
+                data_on_device=False,
+                steps_per_call=1,
+                precision="float32",
+            ),
+            None,
+        ).steps_per_call
+        == 1
+    )
 
 
 def test_bfloat16_is_chosen_only_on_cpus_that_have_it(tmp_path):
@@ -94,19 +135,46 @@ def test_bfloat16_is_chosen_only_on_cpus_that_have_it(tmp_path):
 
 def test_benchmark_json_is_well_formed(tmp_path):
     out = tmp_path / "bench.json"
-    result = run_script("benchmark.py", "--batch-sizes", "32,64", "--steps", "4", "--warmup", "2",
-                        "--train-subset", "2048", "--json", str(out), "--roof-flops", "1e8",
-                        "--input-batches", "2")
+    result = run_script(
+        "benchmark.py",
+        "--batch-sizes",
+        "32,64",
+        "--steps",
+        "4",
+        "--warmup",
+        "2",
+        "--train-subset",
+        "2048",
+        "--json",
+        str(out),
+        "--roof-flops",
+        "1e8",
+        "--input-batches",
+        "2",
+    )
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert {"device", "tensorflow", "limit_examples_per_sec", "results"} <= set(report)
     assert set(report["limit_examples_per_sec"]) == {"32", "64"}
     variants = {r["variant"] for r in report["results"]}
-    assert {"keras_fit", "plain", "xla", "steps_per_call", "data_on_device", "best",
-            "best_summaries", "mixed_bfloat16"} <= variants
+    assert {
+        "keras_fit",
+        "plain",
+        "xla",
+        "steps_per_call",
+        "data_on_device",
+        "best",
+        "best_summaries",
+        "mixed_bfloat16",
+    } <= variants
     for row in report["results"]:
-        assert {"variant", "batch_size", "examples_per_sec", "vs_keras_fit",
-                "fraction_of_limit"} <= set(row)
+        assert {
+            "variant",
+            "batch_size",
+            "examples_per_sec",
+            "vs_keras_fit",
+            "fraction_of_limit",
+        } <= set(row)
         assert row["examples_per_sec"] > 0 and row["batch_size"] in (32, 64)
     keras = [r for r in report["results"] if r["variant"] == "keras_fit"]
     assert [r["vs_keras_fit"] for r in keras] == [1.0, 1.0]
@@ -120,9 +188,12 @@ def test_benchmark_json_is_well_formed(tmp_path):
 def test_training_flops_count_the_step_s_matrix_multiplies():
     from mlp_core.benchmark import REFERENCE, training_flops
     from mlp_core.loop import build_trainer
+
     # 784x512, 512x256, 256x10: forward and weight gradients 4 FLOPs per weight, input gradients 2
     # per weight of the two upper layers only.
     assert training_flops(REFERENCE) == 4 * 535_040 + 2 * (131_072 + 2_560) == 2_407_424
     graph = build_trainer(REFERENCE, 10).train_step.get_concrete_function().graph
     shapes = [tuple(op.outputs[0].shape) for op in graph.get_operations() if op.type == "MatMul"]
-    assert len(shapes) == 8 and (None, 784) not in shapes  # 3 forward, 3 weight and 2 input gradients
+    assert (
+        len(shapes) == 8 and (None, 784) not in shapes
+    )  # 3 forward, 3 weight and 2 input gradients

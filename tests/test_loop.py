@@ -1,4 +1,5 @@
 """The compiled steps and the loop: one trace, falling loss, exact reproducibility, run files."""
+
 from __future__ import annotations
 
 import json
@@ -6,14 +7,20 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import tiny_config
-from mlp_core.checkpointing import Checkpointer
+
 from mlp_core import fastpaths
+from mlp_core.checkpointing import Checkpointer
 from mlp_core.config import Config
 from mlp_core.errors import UserError
 from mlp_core.hooks import Observer
-from mlp_core.loop import build_context, load_splits, load_trained_model, run_epochs, train_and_evaluate
+from mlp_core.loop import (
+    build_context,
+    load_splits,
+    load_trained_model,
+    run_epochs,
+    train_and_evaluate,
+)
 from mlp_core.pipeline import eval_dataset
 from mlp_core.step import preprocess
 
@@ -28,11 +35,14 @@ def _without_timing(value):
     return value
 
 
-@pytest.mark.parametrize("fast, compiled", [
-    (dict(steps_per_call=1, data_on_device=False), "train_step"),
-    (dict(steps_per_call=5, data_on_device=False), "train_loop"),  # calls of 5, 3 and 2 steps
-    (dict(steps_per_call=16, data_on_device=True), "device_loop"),
-])
+@pytest.mark.parametrize(
+    "fast, compiled",
+    [
+        (dict(steps_per_call=1, data_on_device=False), "train_step"),
+        (dict(steps_per_call=5, data_on_device=False), "train_loop"),  # calls of 5, 3 and 2 steps
+        (dict(steps_per_call=16, data_on_device=True), "device_loop"),
+    ],
+)
 def test_steps_trace_once_and_loss_falls_by_more_than_half(tmp_path, fast, compiled):
     config = tiny_config(tmp_path, epochs=3, train_subset=2048, val_size=500, **fast)
     ctx = build_context(config, None)
@@ -47,8 +57,18 @@ def test_steps_trace_once_and_loss_falls_by_more_than_half(tmp_path, fast, compi
 
 
 def test_every_option_of_the_step_trains(tmp_path):
-    config = tiny_config(tmp_path, epochs=1, optimizer="nesterov", lr=0.05, label_smoothing=0.1,
-                         l2=1e-4, clip_norm=1.0, dropout=0.3, activation="gelu", schedule="constant")
+    config = tiny_config(
+        tmp_path,
+        epochs=1,
+        optimizer="nesterov",
+        lr=0.05,
+        label_smoothing=0.1,
+        l2=1e-4,
+        clip_norm=1.0,
+        dropout=0.3,
+        activation="gelu",
+        schedule="constant",
+    )
     metrics = train_and_evaluate(config, device="/CPU:0")
     assert np.isfinite(metrics["test_loss"]) and metrics["test_accuracy"] > 0.5
 
@@ -64,8 +84,16 @@ def test_run_writes_config_metrics_and_a_restorable_model(tmp_path):
     metrics = train_and_evaluate(config)
     run_dir = tmp_path / "logs" / "tiny"
     saved = json.loads((run_dir / "metrics.json").read_text())
-    for key in ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "epochs",
-                "train_examples_per_sec", "wall_seconds", "history"):
+    for key in (
+        "test_accuracy",
+        "test_loss",
+        "val_accuracy",
+        "val_loss",
+        "epochs",
+        "train_examples_per_sec",
+        "wall_seconds",
+        "history",
+    ):
         assert key in saved
     assert saved["epochs"] == 2 and len(saved["history"]) == 2 and saved["status"] == "completed"
     resolved = fastpaths.resolve(config, None)  # config.json records the fast paths chosen
@@ -109,10 +137,18 @@ class Recorder(Observer):
 def test_observers_see_every_call_epoch_and_the_end(tmp_path, per_call, expected):
     """Calls of several steps end at multiples of steps_per_call and never cross an epoch end."""
     recorder = Recorder()
-    train_and_evaluate(tiny_config(tmp_path, train_subset=256, steps_per_call=per_call),
-                       observers=[recorder])
+    train_and_evaluate(
+        tiny_config(tmp_path, train_subset=256, steps_per_call=per_call), observers=[recorder]
+    )
     steps = [c[1] for c in recorder.calls if c[0] == "step"]
     assert recorder.calls[0] == ("begin", 4) and steps == expected
-    assert ("step", expected[0], ["accuracy", "grad_l2_losses", "grad_norm", "loss"]) in recorder.calls
+    assert (
+        "step",
+        expected[0],
+        ["accuracy", "grad_l2_losses", "grad_norm", "loss"],
+    ) in recorder.calls
     assert [c for c in recorder.calls if c[0] in ("epoch", "end")] == [
-        ("epoch", 1, True), ("epoch", 2, True), ("end", 2)]
+        ("epoch", 1, True),
+        ("epoch", 2, True),
+        ("end", 2),
+    ]

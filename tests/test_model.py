@@ -1,4 +1,5 @@
 """The MLP: named variables from __init__, correct shapes, and exact gradients."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -13,9 +14,12 @@ def test_variables_exist_after_init_with_names_and_shapes():
     model = MLP(hidden=(512, 256), seed=3)
     shapes = {v.name: tuple(v.shape) for v in model.trainable_variables}
     assert shapes == {
-        "mlp/dense_0/kernel:0": (784, 512), "mlp/dense_0/bias:0": (512,),
-        "mlp/dense_1/kernel:0": (512, 256), "mlp/dense_1/bias:0": (256,),
-        "mlp/logits/kernel:0": (256, 10), "mlp/logits/bias:0": (10,),
+        "mlp/dense_0/kernel:0": (784, 512),
+        "mlp/dense_0/bias:0": (512,),
+        "mlp/dense_1/kernel:0": (512, 256),
+        "mlp/dense_1/bias:0": (256,),
+        "mlp/logits/kernel:0": (256, 10),
+        "mlp/logits/bias:0": (10,),
     }
     assert model(tf.zeros([7, 784])).shape == (7, 10)
 
@@ -24,7 +28,9 @@ def test_initializers_have_the_intended_spread():
     rng = tf.random.Generator.from_seed(0)
     he = init_weights(rng, "he_uniform", 784, 512).numpy()
     glorot = init_weights(rng, "glorot_normal", 784, 512).numpy()
-    assert np.abs(he).max() <= np.sqrt(6 / 784) and he.std() == pytest.approx(np.sqrt(2 / 784), rel=0.02)
+    assert np.abs(he).max() <= np.sqrt(6 / 784) and he.std() == pytest.approx(
+        np.sqrt(2 / 784), rel=0.02
+    )
     assert glorot.std() == pytest.approx(np.sqrt(2 / (784 + 512)), rel=0.03)
 
 
@@ -56,7 +62,9 @@ def test_gradients_match_central_finite_differences(activation):
     x = tf.random.stateless_normal([8, 6], seed=[0, 1], dtype=tf.float64)
     y = tf.one_hot([0, 1, 2, 3, 4, 5, 6, 7], 10, dtype=tf.float64)
     for layer in model.layers:  # zero biases would put ReLU units exactly on the kink
-        layer.bias.assign(tf.random.stateless_normal(layer.bias.shape, [2, 3], dtype=tf.float64) * 0.5)
+        layer.bias.assign(
+            tf.random.stateless_normal(layer.bias.shape, [2, 3], dtype=tf.float64) * 0.5
+        )
 
     def loss():
         return tf.reduce_mean(cross_entropy(model(x), y, label_smoothing=0.1))

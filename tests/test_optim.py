@@ -1,4 +1,5 @@
 """Optimizers against keras.optimizers on the same gradients, and the schedules' shape."""
+
 from __future__ import annotations
 
 import keras
@@ -23,12 +24,13 @@ def test_matches_keras_after_ten_steps(name, fused):
     rng = np.random.default_rng(0)
     shapes = {"kernel": (6, 4), "bias": (4,)}
     start = {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()}
-    grads = [{k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()} for _ in range(10)]
+    grads = [
+        {k: rng.normal(size=s).astype(np.float32) for k, s in shapes.items()} for _ in range(10)
+    ]
     ours_vars = [tf.Variable(start[k], name=k) for k in shapes]
     keras_vars = [keras.Variable(start[k], name=k) for k in shapes]
     lr, wd = 0.01, 0.1
-    ours = make_optimizer(name, ours_vars, Constant(lr), momentum=0.9, weight_decay=wd,
-                          fused=fused)
+    ours = make_optimizer(name, ours_vars, Constant(lr), momentum=0.9, weight_decay=wd, fused=fused)
     theirs = KERAS[name](lr, wd)
     if name == "adamw":
         theirs.exclude_from_weight_decay(var_names=["bias"])  # ours decays matrices only
@@ -61,11 +63,16 @@ def test_warmup_cosine_schedule_shape():
     assert float(Constant(0.3)(tf.constant(7)).numpy()) == pytest.approx(0.3)
 
 
-@pytest.mark.parametrize("epochs, steps, expected", [
-    (20, 390, 390),  # the default run keeps its one warm-up epoch
-    (1, 390, 20), (3, 390, 59),  # short runs: 5 % of the run, so most of it anneals
-    (2, 16, 2), (40, 390, 390),
-])
+@pytest.mark.parametrize(
+    "epochs, steps, expected",
+    [
+        (20, 390, 390),  # the default run keeps its one warm-up epoch
+        (1, 390, 20),
+        (3, 390, 59),  # short runs: 5 % of the run, so most of it anneals
+        (2, 16, 2),
+        (40, 390, 390),
+    ],
+)
 def test_warmup_is_at_most_five_percent_of_the_run(epochs, steps, expected):
     assert warmup_steps(1.0, steps, epochs) == expected
     assert warmup_steps(0.0, steps, epochs) == 0
@@ -75,7 +82,12 @@ def test_a_one_epoch_run_reaches_its_peak_early_and_anneals_to_zero():
     """The schedule the loop builds (one for every strategy: steps count global batches)."""
     from mlp_core.config import Config
     from mlp_core.loop import build_trainer
-    schedule = build_trainer(Config(epochs=1, hidden=(8,)), steps=390).optimizer.schedule  # mid-cosine: 205
+
+    schedule = build_trainer(
+        Config(epochs=1, hidden=(8,)), steps=390
+    ).optimizer.schedule  # mid-cosine: 205
     rate = lambda step: float(schedule(tf.constant(step)).numpy())  # noqa: E731
     assert rate(19) == pytest.approx(Config().lr) and rate(18) < Config().lr
-    assert rate(205) == pytest.approx(0.5 * Config().lr, rel=1e-3) and rate(389) < 1e-3 * Config().lr
+    assert (
+        rate(205) == pytest.approx(0.5 * Config().lr, rel=1e-3) and rate(389) < 1e-3 * Config().lr
+    )

@@ -1,4 +1,5 @@
 """tf.data pipelines: dtypes and shapes, epochs, seeded reshuffling, prefetch to a device."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -65,10 +66,11 @@ def test_stream_rebuilt_at_any_position_continues_it_exactly():
     stream = _first_pixels(train_dataset(split, 32, seed=3), 9)
     for epoch, offset in [(0, 2), (1, 0), (1, 1), (2, 2)]:
         for device in (None, "/CPU:0"):
-            rebuilt = train_dataset(split, 32, seed=3, device=device, start_epoch=epoch,
-                                    skip_batches=offset)
+            rebuilt = train_dataset(
+                split, 32, seed=3, device=device, start_epoch=epoch, skip_batches=offset
+            )
             start = (3 * epoch + offset) * 32
-            np.testing.assert_array_equal(_first_pixels(rebuilt, 1), stream[start:start + 32])
+            np.testing.assert_array_equal(_first_pixels(rebuilt, 1), stream[start : start + 32])
 
 
 def test_iterator_checkpoint_restores_the_position(tmp_path):

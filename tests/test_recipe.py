@@ -1,4 +1,5 @@
 """Presets and explicit flags; class weights and the class-balanced sampler on a small skewed set."""
+
 from __future__ import annotations
 
 import argparse
@@ -28,7 +29,9 @@ def skewed() -> Split:
 def parsed(*argv: str) -> Config:
     parser = argparse.ArgumentParser()
     add_config_flags(parser)
-    return apply_preset(config_from_args(parser.parse_args(list(argv))), explicit_fields(list(argv)))
+    return apply_preset(
+        config_from_args(parser.parse_args(list(argv))), explicit_fields(list(argv))
+    )
 
 
 def test_presets_fill_in_what_the_command_line_did_not_set():
@@ -42,7 +45,9 @@ def test_presets_fill_in_what_the_command_line_did_not_set():
     assert parsed("--preset", "best", "--epochs", "20").epochs == 20
     assert parsed() == Config() and parsed("--preset", "default") == Config()
     assert parsed("--preset", "quick").epochs == PRESETS["quick"]["epochs"]
-    assert Config.from_dict(mine.to_dict()) == mine  # the preset's name and values reach config.json
+    assert (
+        Config.from_dict(mine.to_dict()) == mine
+    )  # the preset's name and values reach config.json
     line = describe(mine, explicit_fields(["--preset", "best", "--epochs", "2"]))
     assert line.startswith("preset best: ") and "--augment affine+elastic" in line
     assert "--epochs" not in line.split("(")[0] and line.endswith("(given explicitly: --epochs)")
@@ -66,7 +71,9 @@ def test_the_weighted_loss_is_the_mean_of_weight_times_loss():
     weighted = trainer.replica_loss(losses, tf.one_hot(labels, 10)).numpy()
     w = 1000 / (10 * COUNTS)
     assert weighted == pytest.approx((w[0] * 1 + w[1] * 2 + w[1] * 3 + w[3] * 4) / 4, rel=1e-6)
-    plain = build_trainer(Config(hidden=(8,)), 10, split).replica_loss(losses, tf.one_hot(labels, 10))
+    plain = build_trainer(Config(hidden=(8,)), 10, split).replica_loss(
+        losses, tf.one_hot(labels, 10)
+    )
     assert plain.numpy() == pytest.approx(2.5)
 
 

@@ -1,4 +1,5 @@
 """Runs that are killed, interrupted, diverge or get bad input: exact resume, clear errors, no loss."""
+
 from __future__ import annotations
 
 import gzip
@@ -16,23 +17,43 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-
 from conftest import ROOT, assert_clean_error, run_script, tiny_config, write_idx
+
 from mlp_core.config import with_overrides
 from mlp_core.data import FILES
 from mlp_core.hooks import Observer
 from mlp_core.loop import load_trained_model, train_and_evaluate
 
 # 3 epochs of 32 steps, a checkpoint every 5 steps: kills land mid-epoch and between checkpoints.
-SMALL_RUN = ["--hidden", "64,32", "--train-subset", "2048", "--batch-size", "64", "--epochs", "3",
-             "--val-size", "1000", "--dropout", "0.2", "--checkpoint-every", "5"]
+SMALL_RUN = [
+    "--hidden",
+    "64,32",
+    "--train-subset",
+    "2048",
+    "--batch-size",
+    "64",
+    "--epochs",
+    "3",
+    "--val-size",
+    "1000",
+    "--dropout",
+    "0.2",
+    "--checkpoint-every",
+    "5",
+]
 TIMING_KEYS = {"wall_seconds", "train_examples_per_sec", "train_seconds", "run_dir"}
 
 
 def start_train(*args: str) -> subprocess.Popen:
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    return subprocess.Popen([sys.executable, str(ROOT / "scripts" / "train.py"), *args], cwd=ROOT,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "scripts" / "train.py"), *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def wait_for(path: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
@@ -81,7 +102,9 @@ def test_sigkill_at_random_moments_then_resume_is_bit_identical(tmp_path):
             proc = start_train(*flags, "--run-name", "killed", *again)
     _, err = proc.communicate(timeout=300)
     assert kills >= 1 and (run_dir / "metrics.json").exists(), f"seed {seed}: {err}"
-    assert without_timing(metrics_of(run_dir)) == without_timing(metrics_of(tmp_path / "alone")), seed
+    assert without_timing(metrics_of(run_dir)) == without_timing(metrics_of(tmp_path / "alone")), (
+        seed
+    )
     for resumed, alone in zip(weights_of(run_dir), weights_of(tmp_path / "alone")):
         np.testing.assert_array_equal(resumed, alone, err_msg=f"seed {seed}")
 
@@ -97,19 +120,37 @@ def test_signal_saves_prints_how_to_resume_and_exits(tmp_path, signum):
     assert "Traceback" not in err
     message = err.strip().splitlines()[-1]
     assert message.startswith(f"error: stopped by {signal.Signals(signum).name} at step ")
-    assert message.endswith(f"--run-name sig --resume")
+    assert message.endswith("--run-name sig --resume")
     step = int(message.split(" at step ")[1].split(";")[0])
-    assert tf.train.latest_checkpoint(str(tmp_path / "sig" / "checkpoints")).endswith(f"ckpt-{step}")
+    assert tf.train.latest_checkpoint(str(tmp_path / "sig" / "checkpoints")).endswith(
+        f"ckpt-{step}"
+    )
     assert not (tmp_path / "sig" / "metrics.json").exists()
 
 
 def test_diverging_run_stops_keeps_last_good_checkpoint_and_says_so(tmp_path):
     # lr 1e30 on raw pixels overflows float32 (and bfloat16) within a few steps, whatever the
     # random draws; a merely huge lr such as 1e6 diverges or not depending on them.
-    result = run_script("train.py", "--optimizer", "sgd", "--lr", "1e30", "--no-normalize",
-                        "--hidden", "64", "--train-subset", "2048", "--checkpoint-every", "1",
-                        "--steps-per-call", "1",
-                        "--logdir", str(tmp_path), "--run-name", "boom")
+    result = run_script(
+        "train.py",
+        "--optimizer",
+        "sgd",
+        "--lr",
+        "1e30",
+        "--no-normalize",
+        "--hidden",
+        "64",
+        "--train-subset",
+        "2048",
+        "--checkpoint-every",
+        "1",
+        "--steps-per-call",
+        "1",
+        "--logdir",
+        str(tmp_path),
+        "--run-name",
+        "boom",
+    )
     assert_clean_error(result, "error: training diverged by step", "kept the last good checkpoint")
     assert result.returncode == 3
     metrics = metrics_of(tmp_path / "boom")
@@ -121,29 +162,38 @@ def test_diverging_run_stops_keeps_last_good_checkpoint_and_says_so(tmp_path):
 
 # --- bad input: one line naming the cause, non-zero exit, no traceback, existing runs untouched ---
 
+
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory) -> Path:
     logdir = tmp_path_factory.mktemp("logs")
-    result = run_script("train.py", "--dry-run", "--hidden", "32", "--logdir", str(logdir),
-                        "--run-name", "done")
+    result = run_script(
+        "train.py", "--dry-run", "--hidden", "32", "--logdir", str(logdir), "--run-name", "done"
+    )
     assert result.returncode == 0, result.stderr
     return logdir / "done"
 
 
 def digest(run_dir: Path) -> dict[str, str]:
-    return {str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(run_dir.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(run_dir)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(run_dir.rglob("*"))
+        if p.is_file()
+    }
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--resume"], "already finished (status: completed)"),
-    (["--hidden", "64", "--resume"], "--hidden (64,) differs from the run's (32,)"),
-    ([], "run directory already exists"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--resume"], "already finished (status: completed)"),
+        (["--hidden", "64", "--resume"], "--hidden (64,) differs from the run's (32,)"),
+        ([], "run directory already exists"),
+    ],
+)
 def test_existing_runs_are_never_overwritten(finished_run, flags, message):
     before = digest(finished_run)
-    result = run_script("train.py", "--dry-run", "--logdir", str(finished_run.parent),
-                        "--run-name", "done", *flags)
+    result = run_script(
+        "train.py", "--dry-run", "--logdir", str(finished_run.parent), "--run-name", "done", *flags
+    )
     assert_clean_error(result, message)
     assert digest(finished_run) == before
 
@@ -186,8 +236,17 @@ def corrupt(directory: Path, kind: str) -> str:
 @pytest.mark.parametrize("kind", ["truncated", "not gzip", "mismatched"])
 def test_bad_data_files(tmp_path, small_idx_dir, kind):
     name = corrupt(small_idx_dir, kind)
-    result = run_script("train.py", "--data-dir", str(small_idx_dir), "--val-size", "100",
-                        "--batch-size", "50", "--logdir", str(tmp_path / "logs"))
+    result = run_script(
+        "train.py",
+        "--data-dir",
+        str(small_idx_dir),
+        "--val-size",
+        "100",
+        "--batch-size",
+        "50",
+        "--logdir",
+        str(tmp_path / "logs"),
+    )
     assert_clean_error(result, name)
     assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "logs").exists()
@@ -206,12 +265,15 @@ class CrashAt(Observer):
             raise Crash
 
 
-@pytest.mark.parametrize("device, fast", [
-    (None, dict(steps_per_call=1, data_on_device=False)),
-    ("/CPU:0", dict(steps_per_call=1, data_on_device=False)),
-    (None, dict(steps_per_call=3, data_on_device=False)),
-    (None, dict(steps_per_call=4, data_on_device=True, jit_compile=True)),
-])
+@pytest.mark.parametrize(
+    "device, fast",
+    [
+        (None, dict(steps_per_call=1, data_on_device=False)),
+        ("/CPU:0", dict(steps_per_call=1, data_on_device=False)),
+        (None, dict(steps_per_call=3, data_on_device=False)),
+        (None, dict(steps_per_call=4, data_on_device=True, jit_compile=True)),
+    ],
+)
 def test_resume_is_exact_on_every_input_path(tmp_path, device, fast):
     """A device-prefetch iterator cannot be checkpointed and is rebuilt at the saved step; data on
     the device needs no iterator; calls of several steps checkpoint when they pass a multiple."""
@@ -222,11 +284,14 @@ def test_resume_is_exact_on_every_input_path(tmp_path, device, fast):
         train_and_evaluate(crashed, device, observers=[CrashAt(23)])  # mid-epoch 2, saved at 20
     resumed = train_and_evaluate(crashed, device, observers=[], resume=True)
     assert without_timing(resumed) == without_timing(alone)
-    for a, b in zip(weights_of(tmp_path / "logs" / "crashed"), weights_of(tmp_path / "logs" / "alone")):
+    for a, b in zip(
+        weights_of(tmp_path / "logs" / "crashed"), weights_of(tmp_path / "logs" / "alone")
+    ):
         np.testing.assert_array_equal(a, b)
 
 
 # --- damaged checkpoints, a second process on a live run, names that leave the logdir ---
+
 
 def flip_bytes(checkpoint: Path) -> None:
     """Damage every tensor of a checkpoint's data file the way a bad disk does: bytes flipped."""
@@ -239,6 +304,7 @@ def flip_bytes(checkpoint: Path) -> None:
 
 def checkpoints_of(run_dir: Path) -> list[Path]:
     from mlp_core.checkpointing import saved_checkpoints
+
     return [Path(p) for p in saved_checkpoints(run_dir / "checkpoints")]
 
 
@@ -254,15 +320,20 @@ def test_resume_skips_a_corrupt_newest_checkpoint_and_still_finishes_bit_identic
     capfd.readouterr()
     resumed = train_and_evaluate(crashed, observers=[], resume=True)
     warnings = [line for line in capfd.readouterr().err.splitlines() if line.startswith("warning:")]
-    assert len(warnings) == 1 and "skipped ckpt-20" in warnings[0] and "trying ckpt-16" in warnings[0]
+    assert (
+        len(warnings) == 1 and "skipped ckpt-20" in warnings[0] and "trying ckpt-16" in warnings[0]
+    )
     assert without_timing(resumed) == without_timing(alone)
-    for a, b in zip(weights_of(tmp_path / "logs" / "crashed"), weights_of(tmp_path / "logs" / "alone")):
+    for a, b in zip(
+        weights_of(tmp_path / "logs" / "crashed"), weights_of(tmp_path / "logs" / "alone")
+    ):
         np.testing.assert_array_equal(a, b)
 
 
 def test_no_checkpoint_restores_one_error_line_and_nothing_deleted(tmp_path, capfd):
     from mlp_core.analysis import analyze_run
     from mlp_core.errors import UserError
+
     config = tiny_config(tmp_path, epochs=1, checkpoint_every=5, steps_per_call=1, run_name="bad")
     with pytest.raises(Crash):
         train_and_evaluate(config, observers=[CrashAt(16)])  # killed after ckpt-15
@@ -278,9 +349,12 @@ def test_no_checkpoint_restores_one_error_line_and_nothing_deleted(tmp_path, cap
     before = digest(run_dir)
     with pytest.raises(UserError, match="none of the 3 checkpoints restores"):
         analyze_run(run_dir)
-    result = run_script("train.py", "--logdir", str(tmp_path / "logs"), "--run-name", "bad", "--resume")
-    assert_clean_error(result, "none of the 3 checkpoints restores (ckpt-15, ckpt-10, ckpt-5); "
-                       "nothing was deleted")
+    result = run_script(
+        "train.py", "--logdir", str(tmp_path / "logs"), "--run-name", "bad", "--resume"
+    )
+    assert_clean_error(
+        result, "none of the 3 checkpoints restores (ckpt-15, ckpt-10, ckpt-5); nothing was deleted"
+    )
     assert result.returncode == 2
     assert len([line for line in result.stderr.splitlines() if line.startswith("error:")]) == 1
     after = digest(run_dir)
@@ -291,6 +365,7 @@ def test_a_run_in_use_is_refused_naming_its_process_and_kill_9_leaves_no_stale_l
     from mlp_core.config import Config
     from mlp_core.errors import UserError
     from mlp_core.rundir import config_for_resume
+
     flags = [*SMALL_RUN, "--epochs", "50", "--logdir", str(tmp_path), "--run-name", "live"]
     first, export = start_train(*flags), script_main("export.py")
     try:
@@ -311,22 +386,32 @@ def test_a_run_in_use_is_refused_naming_its_process_and_kill_9_leaves_no_stale_l
 
 def script_main(script: str):
     """scripts/<script>'s main, imported in this process (no TensorFlow start-up per call)."""
-    spec = importlib.util.spec_from_file_location(f"script_{script[:-3]}", ROOT / "scripts" / script)
+    spec = importlib.util.spec_from_file_location(
+        f"script_{script[:-3]}", ROOT / "scripts" / script
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module.main
 
 
-@pytest.mark.parametrize("name, message", [
-    ("../../escaped", "one plain directory name"), ("a/b", "one plain directory name"),
-    ("/tmp/abs", "one plain directory name"), ("..", "must not start with '.'"),
-    (".hidden", "must not start with '.'")])
+@pytest.mark.parametrize(
+    "name, message",
+    [
+        ("../../escaped", "one plain directory name"),
+        ("a/b", "one plain directory name"),
+        ("/tmp/abs", "one plain directory name"),
+        ("..", "must not start with '.'"),
+        (".hidden", "must not start with '.'"),
+    ],
+)
 def test_a_run_name_must_be_one_plain_directory_name(tmp_path, capsys, name, message):
     logdir = tmp_path / "deep" / "logs"
     with pytest.raises(SystemExit) as exit_:
         script_main("train.py")(["--dry-run", "--logdir", str(logdir), f"--run-name={name}"])
     err = capsys.readouterr().err
-    assert exit_.value.code == 2 and err.startswith("error: argument --run-name: ") and message in err
+    assert (
+        exit_.value.code == 2 and err.startswith("error: argument --run-name: ") and message in err
+    )
     assert len(err.strip().splitlines()) == 1
     assert not any(tmp_path.rglob("*")), "nothing may be created"
 
@@ -334,6 +419,7 @@ def test_a_run_name_must_be_one_plain_directory_name(tmp_path, capsys, name, mes
 def test_run_names_are_checked_wherever_a_run_is_opened(tmp_path):
     from mlp_core.errors import UserError
     from mlp_core.rundir import config_for_resume, create_run_dir, open_run_dir
+
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "config.json").write_text(tiny_config(tmp_path).to_json())
     config = tiny_config(tmp_path, logdir=str(tmp_path / "logs"), run_name="../outside")

@@ -1,4 +1,5 @@
 """TensorBoard summaries, read back with TensorBoard's own loader and served by the real server."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,9 @@ from pathlib import Path
 
 import pytest
 import tensorflow as tf
+from conftest import tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import tiny_config
 from mlp_core.loop import default_observers, train_and_evaluate
 
 STEPS_PER_EPOCH, EPOCHS, LOG_EVERY = 16, 2, 4
@@ -23,14 +24,16 @@ TRAIN_SCALARS = {"loss", "accuracy", "grad_norm", "learning_rate", "examples_per
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    config = tiny_config(tmp_path_factory.mktemp("tb"), epochs=EPOCHS, log_every=LOG_EVERY,
-                         steps_per_call=2)  # calls of 2 steps still log at every 4th step
+    config = tiny_config(
+        tmp_path_factory.mktemp("tb"), epochs=EPOCHS, log_every=LOG_EVERY, steps_per_call=2
+    )  # calls of 2 steps still log at every 4th step
     return Path(train_and_evaluate(config)["run_dir"])
 
 
 def load(directory: Path) -> EventAccumulator:
-    return EventAccumulator(str(directory), size_guidance={"scalars": 0, "histograms": 0,
-                                                           "images": 0, "tensors": 0}).Reload()
+    return EventAccumulator(
+        str(directory), size_guidance={"scalars": 0, "histograms": 0, "images": 0, "tensors": 0}
+    ).Reload()
 
 
 def scalar(acc: EventAccumulator, tag: str) -> list[tuple[int, float]]:
@@ -47,7 +50,9 @@ def test_training_scalars_every_n_steps_and_curves_that_overlay(run_dir):
     assert losses[-1] < losses[0]
     rates = [value for _, value in scalar(train, "learning_rate")]
     warmup, total, peak = 2, STEPS_PER_EPOCH * EPOCHS, tiny_config(run_dir).lr  # warm-up: 5 % of 32
-    expected = [peak * 0.5 * (1 + math.cos(math.pi * (s - 1 - warmup) / (total - warmup))) for s in steps]
+    expected = [
+        peak * 0.5 * (1 + math.cos(math.pi * (s - 1 - warmup) / (total - warmup))) for s in steps
+    ]
     assert rates == pytest.approx(expected, rel=1e-5)  # the rate of each logged step: cosine decay
     assert [s for s, _ in scalar(validation, "accuracy")] == [16, 32]
     assert [s for s, _ in scalar(validation, "loss")] == [16, 32]
@@ -59,8 +64,12 @@ def test_histograms_of_weights_gradients_and_activations_each_epoch(run_dir):
     train = load(run_dir / "train")
     tags = set(train.Tags()["histograms"]) | set(train.Tags()["tensors"])
     layers = ["mlp/dense_0", "mlp/dense_1", "mlp/logits"]
-    expected = {f"{kind}/{layer}/{var}" for kind in ("weights", "gradients") for layer in layers
-                for var in ("kernel", "bias")} | {"activations/hidden_0", "activations/hidden_1"}
+    expected = {
+        f"{kind}/{layer}/{var}"
+        for kind in ("weights", "gradients")
+        for layer in layers
+        for var in ("kernel", "bias")
+    } | {"activations/hidden_0", "activations/hidden_1"}
     assert expected <= tags
     events = train.Tensors("weights/mlp/dense_0/kernel")
     assert [e.step for e in events] == [16, 32]
@@ -73,8 +82,11 @@ def test_histograms_of_weights_gradients_and_activations_each_epoch(run_dir):
 def test_images_have_the_figure_sizes(run_dir):
     validation, train = load(run_dir / "validation"), load(run_dir / "train")
     sizes = {}
-    for acc, tag in [(validation, "misclassified"), (validation, "confusion_matrix"),
-                     (train, "sample_inputs")]:
+    for acc, tag in [
+        (validation, "misclassified"),
+        (validation, "confusion_matrix"),
+        (train, "sample_inputs"),
+    ]:
         events = acc.Tensors(tag)
         assert [e.step for e in events] == ([0] if tag == "sample_inputs" else [16, 32])
         width, height, png = tf.make_ndarray(events[-1].tensor_proto)
@@ -95,8 +107,10 @@ def test_config_text_and_hparams_describe_the_run(run_dir):
 
 
 def test_no_summaries_switches_the_observer_off(tmp_path):
-    assert not any(type(o).__name__ == "TensorBoardObserver"
-                   for o in default_observers(tiny_config(tmp_path, summaries=False)))
+    assert not any(
+        type(o).__name__ == "TensorBoardObserver"
+        for o in default_observers(tiny_config(tmp_path, summaries=False))
+    )
 
 
 def free_port() -> int:
@@ -112,16 +126,30 @@ def get_json(url: str):
 
 def test_tensorboard_server_serves_the_tags(run_dir):
     port = free_port()
-    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir",
-                               str(run_dir.parent), "--host", "127.0.0.1", "--port", str(port)],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tensorboard.main",
+            "--logdir",
+            str(run_dir.parent),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}/data/plugin"
     try:
         deadline, tags = time.monotonic() + 90, {}
         while time.monotonic() < deadline:
             try:
-                tags = {kind: get_json(f"{base}/{kind}/tags")
-                        for kind in ("scalars", "histograms", "images")}
+                tags = {
+                    kind: get_json(f"{base}/{kind}/tags")
+                    for kind in ("scalars", "histograms", "images")
+                }
                 if f"{run_dir.name}/train" in tags["images"]:
                     break
             except OSError:

@@ -1,4 +1,5 @@
 """scripts/train.py as a user runs it: end to end, and every bad input as one clear line."""
+
 from __future__ import annotations
 
 import io
@@ -6,14 +7,15 @@ import json
 import sys
 
 import pytest
-
 from conftest import ROOT, assert_clean_error, run_script
+
 from mlp_core import console
 
 
 def test_dry_run_end_to_end(tmp_path):
-    result = run_script("train.py", "--dry-run", "--hidden", "32", "--logdir", str(tmp_path),
-                        "--run-name", "smoke")
+    result = run_script(
+        "train.py", "--dry-run", "--hidden", "32", "--logdir", str(tmp_path), "--run-name", "smoke"
+    )
     assert result.returncode == 0, result.stderr
     assert "test accuracy" in result.stdout and "epoch 1/1" in result.stderr
     assert " val acc 0." in result.stderr and "1 epoch in" in result.stdout  # the console line
@@ -25,22 +27,32 @@ def test_dry_run_end_to_end(tmp_path):
     assert_clean_error(again, "already exists")
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--batch-size", "0"], "--batch-size: must be a positive integer"),
-    (["--lr", "-0.1"], "--lr: must be a positive finite number"),
-    (["--optimizer", "adagrad"], "invalid choice: 'adagrad'"),
-    (["--hidden", "512,,256"], "--hidden: must be comma-separated"),
-    (["--dropout", "1.5"], "--dropout: must be in [0, 1)"),
-])
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--batch-size", "0"], "--batch-size: must be a positive integer"),
+        (["--lr", "-0.1"], "--lr: must be a positive finite number"),
+        (["--optimizer", "adagrad"], "invalid choice: 'adagrad'"),
+        (["--hidden", "512,,256"], "--hidden: must be comma-separated"),
+        (["--dropout", "1.5"], "--dropout: must be in [0, 1)"),
+    ],
+)
 def test_invalid_flags_are_rejected_by_the_parser(flags, message):
     assert_clean_error(run_script("train.py", *flags), message)
 
 
 def test_bad_data_dir_and_batch_size(tmp_path):
-    assert_clean_error(run_script("train.py", "--data-dir", str(tmp_path / "none"), "--logdir",
-                                  str(tmp_path)), "error: ", "does not exist")
-    assert_clean_error(run_script("train.py", "--train-subset", "100", "--batch-size", "128",
-                                  "--logdir", str(tmp_path)), "exceeds the 100 training images")
+    assert_clean_error(
+        run_script("train.py", "--data-dir", str(tmp_path / "none"), "--logdir", str(tmp_path)),
+        "error: ",
+        "does not exist",
+    )
+    assert_clean_error(
+        run_script(
+            "train.py", "--train-subset", "100", "--batch-size", "128", "--logdir", str(tmp_path)
+        ),
+        "exceeds the 100 training images",
+    )
 
 
 class Terminal(io.StringIO):
@@ -66,20 +78,35 @@ def test_console_line_shows_the_time_left_then_val_acc(monkeypatch):
     bar.draw(5, 1.0, 0.5)
     bar.finish(1.0, 0.5)
     assert piped.getvalue().count("\n") == 1 and "eta" not in piped.getvalue()
-    metrics = dict(test_accuracy=0.97, test_loss=0.1, epochs=1, wall_seconds=9.0,
-                   train_examples_per_sec=5000.0, run_dir="logs/x")
+    metrics = dict(
+        test_accuracy=0.97,
+        test_loss=0.1,
+        epochs=1,
+        wall_seconds=9.0,
+        train_examples_per_sec=5000.0,
+        run_dir="logs/x",
+    )
     assert "\n1 epoch in 9.0 s" in console.summary(metrics)
     assert "\n3 epochs in 9.0 s" in console.summary({**metrics, "epochs": 3})
 
 
-@pytest.mark.parametrize("script, flags", [
-    ("train.py", ["--lr", "-0.1"]), ("train.py", ["--no-such-flag"]),
-    ("mission.py", ["--epochs", "0"]), ("ablate_normalization.py", ["--optimizer", "adagrad"]),
-    ("analyze.py", []), ("export.py", ["--run"]), ("predict.py", ["--model", "m"]),
-    ("explore.py", ["--out"]), ("benchmark.py", ["--batch-sizes", "0"]),
-])
+@pytest.mark.parametrize(
+    "script, flags",
+    [
+        ("train.py", ["--lr", "-0.1"]),
+        ("train.py", ["--no-such-flag"]),
+        ("mission.py", ["--epochs", "0"]),
+        ("ablate_normalization.py", ["--optimizer", "adagrad"]),
+        ("analyze.py", []),
+        ("export.py", ["--run"]),
+        ("predict.py", ["--model", "m"]),
+        ("explore.py", ["--out"]),
+        ("benchmark.py", ["--batch-sizes", "0"]),
+    ],
+)
 def test_a_bad_flag_is_one_error_line_and_a_pointer_to_help(capsys, monkeypatch, script, flags):
     from test_reliability import script_main
+
     monkeypatch.setattr(sys, "argv", [str(ROOT / "scripts" / script)])  # argparse's prog
     with pytest.raises(SystemExit) as exit_:
         script_main(script)(flags)
@@ -92,5 +119,6 @@ def test_a_bad_flag_is_one_error_line_and_a_pointer_to_help(capsys, monkeypatch,
 def test_a_bad_flag_exits_2_from_the_command_line():
     result = run_script("train.py", "--batch-size", "0")
     assert result.returncode == 2 and result.stdout == ""
-    assert result.stderr == ("error: argument --batch-size: must be a positive integer, got '0' "
-                             "(see train.py --help)\n")
+    assert result.stderr == (
+        "error: argument --batch-size: must be a positive integer, got '0' (see train.py --help)\n"
+    )

@@ -6,6 +6,7 @@ OUT.npz holds the weights (`w0`, `w1`, ...), the number of replicas, how often t
 traced, and whether every replica's copy of every variable is the same. The distribution tests run
 it in subprocesses, because logical CPUs and TF_CONFIG must be set before TensorFlow starts.
 """
+
 import argparse
 import sys
 from pathlib import Path
@@ -28,11 +29,16 @@ class DumpWeights(Observer):
     def on_run_end(self, ctx, metrics) -> None:
         trainer = ctx.trainer
         variables = trainer.model.variables + trainer.optimizer.variables
-        copies = [[c.numpy() for c in trainer.strategy.experimental_local_results(v)] for v in variables]
-        np.savez(self.path, replicas=trainer.strategy.num_replicas_in_sync,
-                 traces=trainer.train_step.experimental_get_tracing_count(),
-                 copies_equal=all(np.array_equal(c[0], other) for c in copies for other in c[1:]),
-                 **{f"w{i}": v.numpy() for i, v in enumerate(trainer.model.trainable_variables)})
+        copies = [
+            [c.numpy() for c in trainer.strategy.experimental_local_results(v)] for v in variables
+        ]
+        np.savez(
+            self.path,
+            replicas=trainer.strategy.num_replicas_in_sync,
+            traces=trainer.train_step.experimental_get_tracing_count(),
+            copies_equal=all(np.array_equal(c[0], other) for c in copies for other in c[1:]),
+            **{f"w{i}": v.numpy() for i, v in enumerate(trainer.model.trainable_variables)},
+        )
 
 
 def main(argv=None) -> int:
@@ -43,6 +49,7 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     from mlp_core.loop import train_and_evaluate
     from mlp_core.rundir import config_for_resume
+
     config = config_from_args(args)
     if args.resume:
         config = config_for_resume(config, explicit_fields(argv))
