@@ -21,11 +21,12 @@ VARIANTS = {"normalized": True, "raw": False}
 
 def run_variant(config: Config, prefix: str, name: str) -> dict:
     """Train one variant; a diverged run is a result of the experiment, not a failure of it."""
-    variant = with_overrides(config, normalize=VARIANTS[name], run_name=f"{prefix}-{name}")
+    run_name = f"{prefix}-{name}"
+    variant = with_overrides(config, normalize=VARIANTS[name], run_name=run_name)
     try:
         return train_and_evaluate(variant)
     except DivergedError as err:
-        metrics = read_json(Path(variant.logdir) / variant.run_name / METRICS)
+        metrics = read_json(Path(variant.logdir) / run_name / METRICS)
         return {**metrics, "message": str(err)}
 
 

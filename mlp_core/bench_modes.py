@@ -49,7 +49,7 @@ def input_rates(
             images, _ = next(stream)
         images.numpy()
 
-    rates = {"tf_data": [], "device_data": []}
+    rates: dict[str, list[float]] = {"tf_data": [], "device_data": []}
     run_stream(2), resident(tf.constant(2)).numpy()
     for _ in range(rounds):
         for name, run in (
@@ -87,12 +87,13 @@ def time_to_accuracy(target: float, config: Config, device: str | None, seeds: i
     """Ours and Keras fit, seed by seed in turns, to `target` validation accuracy."""
     from mlp_core.benchmark import custom_time_to_accuracy, keras_time_to_accuracy
 
-    ours, theirs = [], []
+    our_runs: list[dict] = []
+    their_runs: list[dict] = []
     for seed in range(seeds):
         seeded = dataclasses.replace(config, seed=seed)
-        ours.append({"seed": seed, **custom_time_to_accuracy(target, seeded, device)})
-        theirs.append({"seed": seed, **keras_time_to_accuracy(target, seeded)})
-    ours, theirs = time_stats(ours), time_stats(theirs)
+        our_runs.append({"seed": seed, **custom_time_to_accuracy(target, seeded, device)})
+        their_runs.append({"seed": seed, **keras_time_to_accuracy(target, seeded)})
+    ours, theirs = time_stats(our_runs), time_stats(their_runs)
     both = ours["median_seconds"] and theirs["median_seconds"]
     return {
         "target": target,

@@ -106,7 +106,7 @@ def save_plot(report: dict, path: str | Path) -> Path:
 
     from mlp_core.figures import save_figure
 
-    counts = {}
+    counts: dict[int, int] = {}
     for r in report["results"]:
         counts[r["batch_size"]] = counts.get(r["batch_size"], 0) + 1
     batches = [b for b, n in counts.items() if n == max(counts.values())][:3]

@@ -161,7 +161,7 @@ def matmul_rates(
         square = min(square, max(64, round((flops / 2) ** (1 / 3))))
         big = [((square, square), (square, square), False, False)]
         repeats = max(3, round(flops / matmul_flops(big)))
-        rates = {
+        rates: dict[str, float | dict[str, float]] = {
             "square": matmul_flops(big) / best_seconds(matmul_loop(big, DTYPES[dtype]), repeats)
         }
         for batch in batch_sizes:

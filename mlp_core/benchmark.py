@@ -14,6 +14,7 @@ import tempfile
 import time
 from contextlib import nullcontext
 from pathlib import Path
+from typing import Any
 
 import keras
 import numpy as np
@@ -53,7 +54,7 @@ REFERENCE = Config(
 )
 BEST = dict(steps_per_call=16, data_on_device=True)
 ROUNDS = 5
-VARIANTS = {
+VARIANTS: dict[str, dict[str, Any]] = {
     "plain": {},
     "xla": dict(jit_compile=True),
     "steps_per_call": dict(steps_per_call=16),
@@ -114,7 +115,7 @@ def custom_rates(
     """Examples/s of each config in each of `rounds` turns of `steps` steps; `extra` rates
     (name -> a function measuring one) take their turns in the same rounds."""
     runs = {name: warmed_up(config, train, device, warmup) for name, config in configs.items()}
-    rates = {name: [] for name in [*runs, *(extra or {})]}
+    rates: dict[str, list[float]] = {name: [] for name in [*runs, *(extra or {})]}
     for _ in range(rounds):
         for name, run in runs.items():
             start = time.perf_counter()
@@ -398,7 +399,7 @@ def run_benchmark(train: Split, plan: Plan, device: str | None) -> dict:
 
 def goals(results: list[dict]) -> dict:
     """Per batch size, the best float32 variant: its fraction of the float32 roof and vs Keras fit."""
-    out = {}
+    out: dict[str, dict] = {}
     for row in results:
         if row["dtype"] == "float32" and row["variant"] != "keras_fit":
             best = out.get(str(row["batch_size"]))

@@ -151,13 +151,14 @@ def _read_idx(path: Path, expected_sha256: str | None = None) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
-def _read_npz(path: Path) -> tuple[np.ndarray, ...]:
+def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as npz:
             missing = [k for k in NPZ_KEYS if k not in npz.files]
             if missing:
                 raise DataError(f"{path}: missing arrays {', '.join(missing)}")
-            return tuple(np.asarray(npz[k]) for k in NPZ_KEYS)
+            x_train, y_train, x_test, y_test = (np.asarray(npz[k]) for k in NPZ_KEYS)
+            return x_train, y_train, x_test, y_test
     except (OSError, ValueError, zipfile.BadZipFile, EOFError) as err:
         raise DataError(f"{path}: cannot read npz: {err}") from None
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
 
@@ -16,15 +17,19 @@ from mlp_core.errors import UserError
 
 # Measured on the 2-core CPU with scripts/benchmark.py (see docs/throughput.md). The GPU choice is
 # the usual one for an MLP this size and was NOT measured here (no GPU was available).
-CPU_DEFAULTS = dict(jit_compile=False, steps_per_call=16, data_on_device=True, precision="float32")
+CPU_DEFAULTS: dict[str, Any] = dict(
+    jit_compile=False, steps_per_call=16, data_on_device=True, precision="float32"
+)
 # CPUs with bfloat16 dot-product instructions multiply bfloat16 matrices faster than float32 ones
 # (the reference MLP's forward and backward: 1.25x at batch 128, 1.4x at batch 512 on the 2-core
 # CPU); without them bfloat16 is emulated and slower, so those keep float32.
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-GPU_DEFAULTS = dict(
+GPU_DEFAULTS: dict[str, Any] = dict(
     jit_compile=True, steps_per_call=16, data_on_device=True, precision="mixed_float16"
 )
-PLAIN = dict(jit_compile=False, steps_per_call=1, data_on_device=False, precision="float32")
+PLAIN: dict[str, Any] = dict(
+    jit_compile=False, steps_per_call=1, data_on_device=False, precision="float32"
+)
 
 
 def resolve(config: Config, device: str | None) -> Config:
@@ -47,7 +52,7 @@ def resolve(config: Config, device: str | None) -> Config:
     return resolved
 
 
-def device_defaults(device: str | None) -> dict:
+def device_defaults(device: str | None) -> dict[str, Any]:
     """The measured CPU choice (bfloat16 where the CPU has it), or the GPU choice (float16 only
     with tensor cores)."""
     if not device or "GPU" not in device.upper():

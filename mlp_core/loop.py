@@ -68,7 +68,11 @@ def build_trainer(
     optimizer = make_optimizer(
         config.optimizer, model.trainable_variables, schedule, config.momentum, config.weight_decay
     )
-    weights = balanced_class_weights(train.labels) if config.class_weights == "balanced" else ()
+    weights = (
+        balanced_class_weights(_training(train).labels)
+        if config.class_weights == "balanced"
+        else ()
+    )
     loss = LossConfig(
         config.normalize,
         config.label_smoothing,
@@ -78,13 +82,22 @@ def build_trainer(
         weights,
     )
     data = (
-        DeviceData(train, config.batch_size, config.seed, device, config.balance == "oversample")
+        DeviceData(
+            _training(train), config.batch_size, config.seed, device, config.balance == "oversample"
+        )
         if config.data_on_device
         else None
     )
     return Trainer(
         model, optimizer, loss, bool(config.jit_compile), data, augment.from_config(config)
     )
+
+
+def _training(train: mnist.Split | None) -> mnist.Split:
+    """The training split, which balanced class weights and on-device data are built from."""
+    if train is None:
+        raise ValueError("balanced class weights and on-device data need the training split")
+    return train
 
 
 def load_splits(config: Config) -> tuple[mnist.Split, mnist.Split, mnist.Split]:
@@ -226,6 +239,7 @@ def build_context(config: Config, device: str | None = "auto", resume: bool = Fa
     if is_chief(strategy):
         run_dir = open_run_dir(config) if resume else create_run_dir(config)
     else:  # the chief's; other workers only read checkpoints from it
+        assert config.run_name is not None  # named above
         run_dir = run_path(config.logdir, config.run_name)
     steps = steps_per_epoch(train, config.batch_size)
     with strategy.scope():

@@ -186,6 +186,7 @@ class Trainer(tf.Module):
 
     def _device_loop(self, count: tf.Tensor) -> dict[str, tf.Tensor]:
         step, data, outputs = self._loop_step(), self.device_data, _zero_outputs(self.model)
+        assert data is not None  # train_steps calls the device loop only with device data
         for _ in tf.range(count):
             outputs = step(*data.batch(self.global_step % data.steps))
         return outputs

@@ -12,6 +12,7 @@ inflates less than wall time.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 
@@ -66,18 +67,25 @@ class _Run:
         self.ckpt = Checkpointer(self.ctx)
         self.observers = [_Timed(o) for o in default_observers(self.ctx.config)]
         self.val = eval_dataset(self.ctx.val, EVAL_BATCH, self.ctx.device)
-        self.begin = _timed(lambda: [o.on_run_begin(self.ctx) for o in self.observers])
-        self.rates, self.walls, self.history, self.in_training = [], [], [], []
+        self.begin = _timed(self._run_begin)
+        self.rates: list[float] = []
+        self.walls: list[float] = []
+        self.history: list[dict] = []
+        self.in_training: list[float] = []
         self.epoch_ends: dict[str, list[tuple[float, float]]] = {}  # (wall, CPU) s per observer
+
+    def _run_begin(self) -> None:
+        for observer in self.observers:
+            observer.on_run_begin(self.ctx)
 
     def epoch(self, epoch: int) -> None:
         start = time.perf_counter()
         hooks = sum(o.seconds for o in self.observers)
-        record = train_epoch(self.ctx, self.ckpt, epoch, self.observers, GracefulStop())
+        train, _bar = train_epoch(self.ctx, self.ckpt, epoch, self.observers, GracefulStop())
         self.in_training.append(sum(o.seconds for o in self.observers) - hooks)
         record = {
             "epoch": epoch,
-            **{f"train_{k}": v for k, v in record.items()},
+            **{f"train_{k}": v for k, v in train.items()},
             **{f"val_{k}": v for k, v in self.ctx.trainer.evaluate(self.val).items()},
         }
         self.history.append(record)
@@ -92,8 +100,11 @@ class _Run:
         self.rates.append(record["train_examples_per_sec"])
 
     def end(self) -> float:
-        metrics = {"test_loss": 0.0, "test_accuracy": 0.0}
-        return _timed(lambda: [o.on_run_end(self.ctx, metrics) for o in self.observers])
+        return _timed(self._run_end, {"test_loss": 0.0, "test_accuracy": 0.0})
+
+    def _run_end(self, metrics: dict) -> None:
+        for observer in self.observers:
+            observer.on_run_end(self.ctx, metrics)
 
 
 def measure(config: Config) -> dict:
@@ -107,7 +118,7 @@ def measure(config: Config) -> dict:
     for epoch in range(1, config.epochs + 1):
         for run in runs.values():
             run.epoch(epoch)
-    result = {}
+    result: dict[str, Any] = {}
     for mode, run in runs.items():
         result[mode] = {
             "examples_per_sec": float(np.median(run.rates[1:])),

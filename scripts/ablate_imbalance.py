@@ -5,18 +5,17 @@ augmented training on that digit's test recall and precision (docs/imbalance.jso
     python scripts/ablate_imbalance.py --digit 5 --keep 0.05 --out /tmp/imbalance
 """
 
-import argparse
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlp_core.config import add_config_flags, config_from_args  # noqa: E402
-from mlp_core.errors import run_main  # noqa: E402
+from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_config_flags(parser)
     parser.add_argument("--digit", type=int, choices=range(10), default=9, help="the rare digit")
     parser.add_argument("--keep", type=float, default=0.1, help="fraction of its images kept")

@@ -4,7 +4,6 @@ python scripts/augment_cost.py --preset best             # the best recipe's mod
 python scripts/augment_cost.py --augment affine+elastic --rotate 8 --elastic-alpha 30
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -12,11 +11,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlp_core.config import add_config_flags, config_from_args, explicit_fields  # noqa: E402
-from mlp_core.errors import run_main  # noqa: E402
+from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_config_flags(parser)
     parser.add_argument("--rounds", type=int, default=7, help="turns of each variant")
     args = parser.parse_args(argv)

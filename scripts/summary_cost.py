@@ -3,7 +3,6 @@
 python scripts/summary_cost.py --epochs 6          # default config, epochs alternating on/off
 """
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -11,11 +10,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlp_core.config import add_config_flags, config_from_args  # noqa: E402
-from mlp_core.errors import run_main  # noqa: E402
+from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = ArgumentParser(description=__doc__.splitlines()[0])
     add_config_flags(parser)
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)

@@ -90,20 +90,23 @@ def test_console_line_shows_the_time_left_then_val_acc(monkeypatch):
     assert "\n3 epochs in 9.0 s" in console.summary({**metrics, "epochs": 3})
 
 
-@pytest.mark.parametrize(
-    "script, flags",
-    [
-        ("train.py", ["--lr", "-0.1"]),
-        ("train.py", ["--no-such-flag"]),
-        ("mission.py", ["--epochs", "0"]),
-        ("ablate_normalization.py", ["--optimizer", "adagrad"]),
-        ("analyze.py", []),
-        ("export.py", ["--run"]),
-        ("predict.py", ["--model", "m"]),
-        ("explore.py", ["--out"]),
-        ("benchmark.py", ["--batch-sizes", "0"]),
-    ],
-)
+BAD_FLAGS = [
+    ("train.py", ["--lr", "-0.1"]),
+    ("train.py", ["--no-such-flag"]),
+    ("mission.py", ["--epochs", "0"]),
+    ("ablate_normalization.py", ["--optimizer", "adagrad"]),
+    ("analyze.py", []),
+    ("export.py", ["--run"]),
+    ("predict.py", ["--model", "m"]),
+    ("explore.py", ["--out"]),
+    ("benchmark.py", ["--batch-sizes", "0"]),
+    ("ablate_imbalance.py", ["--digit", "12"]),
+    ("augment_cost.py", ["--augment", "sideways"]),
+    ("summary_cost.py", ["--epochs", "0"]),
+]
+
+
+@pytest.mark.parametrize("script, flags", BAD_FLAGS)
 def test_a_bad_flag_is_one_error_line_and_a_pointer_to_help(capsys, monkeypatch, script, flags):
     from test_reliability import script_main
 
@@ -114,6 +117,11 @@ def test_a_bad_flag_is_one_error_line_and_a_pointer_to_help(capsys, monkeypatch,
     assert exit_.value.code == 2 and out == ""
     assert err.startswith("error: ") and err.endswith(f"(see {script} --help)\n"), err
     assert err.count("\n") == 1 and "usage:" not in err
+
+
+def test_every_script_is_checked_for_one_line_flag_errors():
+    checked = {script for script, _ in BAD_FLAGS}
+    assert checked == {path.name for path in (ROOT / "scripts").glob("*.py")}
 
 
 def test_a_bad_flag_exits_2_from_the_command_line():

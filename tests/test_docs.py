@@ -1,0 +1,151 @@
+"""The commands shown in README.md and docs/*.md work as written, so the pages cannot drift from the
+code: a renamed flag, script or bad default fails here.
+
+Every `.venv/bin/python scripts/...` line of a shell block is collected. Each one's flags go through
+its script's own `main` in this process, up to the point where the script would start the real
+work (training, a benchmark, a measurement), which is replaced by a stop. The quick scripts and a
+one-epoch dry run of training also run for real, in a scratch directory (so the documented relative
+paths `logs/...` land there), where `logs/<run>` and `my_digit.png` stand for a run and an image
+the test makes. Lines that need a killed run or a cluster are skipped, naming the test that covers
+them instead.
+"""
+
+from __future__ import annotations
+
+import glob
+import importlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_reliability import script_main
+
+ROOT = Path(__file__).resolve().parents[1]
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+SKIP = {  # a fragment of the command -> the test that covers that case instead
+    "--resume": "test_reliability.py (a killed run, resumed)",
+    "multi_worker": "test_distribute.py (two workers on loopback)",
+}
+# Where each script hands over to the real work; a stop there means its flags were all accepted.
+WORK = [
+    ("mlp_core.loop", "train_and_evaluate"),
+    ("mlp_core.explore", "explore"),
+    ("mlp_core.benchmark", "run_all"),
+    ("mlp_core.summary_cost", "measure"),
+    ("mlp_core.augment_cost", "augmentation_cost"),
+    ("mlp_core.imbalance", "ablate_imbalance"),
+    ("mlp_core.ablation", "ablate_normalization"),
+    ("mlp_core.analysis", "analyze_run"),
+    ("mlp_core.export", "export_model"),
+    ("mlp_core.export", "load_serving"),
+]
+# Scripts that also run for real, cheaply: the documented flags plus these (the last value wins).
+REAL = {
+    "analyze.py": [],
+    "export.py": [],
+    "predict.py": [],
+    "explore.py": [],
+    "ablate_normalization.py": ["--epochs", "1", "--train-subset", "1024", "--logdir", "logs"],
+}
+
+
+class Stop(Exception):
+    """Raised where a script would start its real work."""
+
+
+def documented_commands() -> list[tuple[str, list[str]]]:
+    """(page, argv after `python`) for every script command in a shell block of the docs."""
+    found: dict[str, tuple[str, list[str]]] = {}
+    for page in PAGES:
+        for block in re.findall(r"```(?:bash|console|sh)\n(.*?)```", page.read_text(), re.S):
+            for line in block.replace("\\\n", " ").splitlines():  # join continued lines
+                argv = _script_argv(line)
+                if argv:
+                    found.setdefault(shlex.join(argv), (page.name, argv))
+    return sorted(found.values(), key=lambda item: shlex.join(item[1]))
+
+
+def _script_argv(line: str) -> list[str] | None:
+    """The words after `.venv/bin/python` on a documented line, without comment, `$ ` or `&`."""
+    if ".venv/bin/python scripts/" not in line:
+        return None
+    words = shlex.split(line.lstrip("$ "), comments=True)
+    argv = words[words.index(".venv/bin/python") + 1 :]
+    return [word for word in argv if word != "&"]
+
+
+COMMANDS = documented_commands()
+IDS = [f"{page}:{shlex.join(argv)}" for page, argv in COMMANDS]
+
+
+def test_the_docs_show_every_script():
+    shown = {Path(argv[0]).name for _, argv in COMMANDS}
+    assert shown == {path.name for path in (ROOT / "scripts").glob("*.py")}
+
+
+@pytest.mark.parametrize("page, argv", COMMANDS, ids=IDS)
+def test_documented_flags_are_accepted(page, argv, monkeypatch, workdir):
+    _skip_if_uncoverable(argv)
+    for module, name in WORK:
+        monkeypatch.setattr(importlib.import_module(module), name, _stop)
+    monkeypatch.chdir(workdir)
+    monkeypatch.setattr(sys, "argv", [str(ROOT / argv[0])])
+    words = _filled(argv, workdir)
+    with pytest.raises(Stop):
+        script_main(Path(words[0]).name)(words[1:])
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory) -> Path:
+    """A scratch directory with one finished one-epoch run, `logs/docs-run`, for `logs/<run>`."""
+    work = tmp_path_factory.mktemp("docs")
+    shutil.copytree(ROOT / "docs" / "examples", work / "docs" / "examples")  # never the real docs/
+    result = _run(work, ["scripts/train.py", "--dry-run", "--run-name", "docs-run"])
+    assert result.returncode == 0, result.stderr
+    return work
+
+
+REAL_COMMANDS = [(page, argv) for page, argv in COMMANDS if Path(argv[0]).name in REAL]
+
+
+@pytest.mark.parametrize(
+    "page, argv", REAL_COMMANDS, ids=[f"{p}:{shlex.join(a)}" for p, a in REAL_COMMANDS]
+)
+def test_documented_command_runs(workdir, page, argv):
+    words = _filled(argv, workdir) + REAL[Path(argv[0]).name]
+    result = _run(workdir, words)
+    assert result.returncode == 0, f"{page}: {shlex.join(argv)}\n{result.stderr[-2000:]}"
+
+
+def _stop(*args, **kwargs):
+    raise Stop
+
+
+def _skip_if_uncoverable(argv: list[str]) -> None:
+    for fragment, covered_by in SKIP.items():
+        if fragment in argv:
+            pytest.skip(f"needs more than this test can give; covered by {covered_by}")
+
+
+def _filled(argv: list[str], workdir: Path) -> list[str]:
+    """The documented argv with its placeholders filled in and its globs expanded."""
+    words: list[str] = []
+    for word in argv:
+        word = word.replace("logs/<run>", "logs/docs-run").replace("logs/default", "logs/docs-run")
+        word = "docs/examples/seven.png" if word == "my_digit.png" else word
+        words.extend(sorted(glob.glob(word, root_dir=workdir)) if "*" in word else [word])
+    return words
+
+
+def _run(workdir: Path, argv: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(ROOT / argv[0]), *argv[1:]],
+        cwd=workdir,
+        text=True,
+        capture_output=True,
+        timeout=600,
+    )
