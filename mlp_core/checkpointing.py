@@ -11,7 +11,6 @@ step instead.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import sys
 import time
@@ -33,10 +32,8 @@ def saved_checkpoints(directory: str | Path) -> list[str]:
     state = tf.train.get_checkpoint_state(str(directory))
     if state is None:
         return []
-    paths = [
-        p if os.path.isabs(p) else os.path.join(str(directory), p)
-        for p in state.all_model_checkpoint_paths or [state.model_checkpoint_path]
-    ]
+    # TensorFlow has already joined relative entries of the state file onto `directory`.
+    paths = list(state.all_model_checkpoint_paths or [state.model_checkpoint_path])
     return list(reversed(paths))
 
 

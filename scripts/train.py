@@ -32,7 +32,8 @@ def main(argv: list[str] | None = None) -> int:
     config = config_from_args(args)
     if not args.resume:  # a resumed run keeps its saved config, preset values included
         config = apply_preset(config, explicit)
-        print(describe(config, explicit), file=sys.stderr)
+        if config.preset != "default":  # the default preset changes nothing worth a line
+            print(describe(config, explicit), file=sys.stderr)
     if args.dry_run:
         config = with_overrides(config, epochs=1, train_subset=1024)
     from mlp_core.console import summary  # TensorFlow loads only after the flags are valid

@@ -138,7 +138,7 @@ def test_benchmark_json_is_well_formed(tmp_path):
     result = run_script(
         "benchmark.py",
         "--batch-sizes",
-        "32,64",
+        "32",
         "--steps",
         "4",
         "--warmup",
@@ -155,7 +155,7 @@ def test_benchmark_json_is_well_formed(tmp_path):
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     assert {"device", "tensorflow", "limit_examples_per_sec", "results"} <= set(report)
-    assert set(report["limit_examples_per_sec"]) == {"32", "64"}
+    assert set(report["limit_examples_per_sec"]) == {"32"}
     variants = {r["variant"] for r in report["results"]}
     assert {
         "keras_fit",
@@ -175,9 +175,9 @@ def test_benchmark_json_is_well_formed(tmp_path):
             "vs_keras_fit",
             "fraction_of_limit",
         } <= set(row)
-        assert row["examples_per_sec"] > 0 and row["batch_size"] in (32, 64)
+        assert row["examples_per_sec"] > 0 and row["batch_size"] == 32
     keras = [r for r in report["results"] if r["variant"] == "keras_fit"]
-    assert [r["vs_keras_fit"] for r in keras] == [1.0, 1.0]
+    assert [r["vs_keras_fit"] for r in keras] == [1.0]
     for row in keras:  # the median of the epochs timed before and after our variants
         epochs = report["keras_fit_epochs"][str(row["batch_size"])]
         assert len(epochs) >= 6 and row["examples_per_sec"] == pytest.approx(np.median(epochs))

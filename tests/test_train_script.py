@@ -37,8 +37,12 @@ def test_dry_run_end_to_end(tmp_path):
         (["--dropout", "1.5"], "--dropout: must be in [0, 1)"),
     ],
 )
-def test_invalid_flags_are_rejected_by_the_parser(flags, message):
-    assert_clean_error(run_script("train.py", *flags), message)
+def test_invalid_flags_are_rejected_by_the_parser(flags, message, capsys):
+    from test_reliability import script_main  # in this process: no TensorFlow start-up per case
+
+    with pytest.raises(SystemExit) as exit_:
+        script_main("train.py")(flags)
+    assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_bad_data_dir_and_batch_size(tmp_path):
