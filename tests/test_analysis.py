@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import assert_clean_error, run_script, tiny_config
+from conftest import assert_clean_error, run_here, run_script, tiny_config
 
 from mlp_core.ablation import ablate_normalization
 from mlp_core.analysis import analyze_run, summarize
@@ -98,11 +98,11 @@ def test_analysis_files_agree(analyzed):
 
 
 def test_analyze_script_errors(tmp_path):
-    assert_clean_error(run_script("analyze.py", "--run", str(tmp_path / "nope")), "does not exist")
+    assert_clean_error(run_here("analyze.py", "--run", str(tmp_path / "nope")), "does not exist")
     untrained = tmp_path / "untrained"
     untrained.mkdir()
     (untrained / "config.json").write_text(json.dumps(tiny_config(tmp_path).to_dict()))
-    assert_clean_error(run_script("analyze.py", "--run", str(untrained)), "no trained model")
+    assert_clean_error(run_here("analyze.py", "--run", str(untrained)), "no trained model")
 
 
 def test_normalization_experiment_writes_both_runs_and_the_comparison(tmp_path):

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, assert_clean_error, run_script, tiny_config, write_idx
+from conftest import ROOT, assert_clean_error, run_here, run_script, tiny_config, write_idx
 
 from mlp_core.config import with_overrides
 from mlp_core.data import FILES
@@ -199,15 +199,15 @@ def test_existing_runs_are_never_overwritten(finished_run, flags, message):
 
 
 def test_resume_of_a_missing_run(tmp_path):
-    result = run_script("train.py", "--logdir", str(tmp_path), "--run-name", "ghost", "--resume")
+    result = run_here("train.py", "--logdir", str(tmp_path), "--run-name", "ghost", "--resume")
     assert_clean_error(result, "ghost: run directory does not exist")
-    assert_clean_error(run_script("train.py", "--resume"), "--resume needs the --run-name")
+    assert_clean_error(run_here("train.py", "--resume"), "--resume needs the --run-name")
 
 
 def test_logdir_that_cannot_be_created(tmp_path):
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    result = run_script("train.py", "--dry-run", "--logdir", str(blocker / "logs"))
+    result = run_here("train.py", "--dry-run", "--logdir", str(blocker / "logs"))
     assert_clean_error(result, "cannot write the run directory")
 
 
@@ -215,7 +215,7 @@ def test_logdir_that_cannot_be_created(tmp_path):
 def test_logdir_without_write_permission(tmp_path):
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o500)
-    result = run_script("train.py", "--dry-run", "--logdir", str(locked))
+    result = run_here("train.py", "--dry-run", "--logdir", str(locked))
     assert_clean_error(result, "cannot write the run directory", "Permission denied")
 
 
@@ -236,7 +236,7 @@ def corrupt(directory: Path, kind: str) -> str:
 @pytest.mark.parametrize("kind", ["truncated", "not gzip", "mismatched"])
 def test_bad_data_files(tmp_path, small_idx_dir, kind):
     name = corrupt(small_idx_dir, kind)
-    result = run_script(
+    result = run_here(
         "train.py",
         "--data-dir",
         str(small_idx_dir),

@@ -7,7 +7,7 @@ import json
 import sys
 
 import pytest
-from conftest import ROOT, assert_clean_error, run_script
+from conftest import ROOT, assert_clean_error, run_here, run_script
 
 from mlp_core import console
 
@@ -47,12 +47,12 @@ def test_invalid_flags_are_rejected_by_the_parser(flags, message, capsys):
 
 def test_bad_data_dir_and_batch_size(tmp_path):
     assert_clean_error(
-        run_script("train.py", "--data-dir", str(tmp_path / "none"), "--logdir", str(tmp_path)),
+        run_here("train.py", "--data-dir", str(tmp_path / "none"), "--logdir", str(tmp_path)),
         "error: ",
         "does not exist",
     )
     assert_clean_error(
-        run_script(
+        run_here(
             "train.py", "--train-subset", "100", "--batch-size", "128", "--logdir", str(tmp_path)
         ),
         "exceeds the 100 training images",
