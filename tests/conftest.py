@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import os
+import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +71,25 @@ def tiny_config(tmp_path: Path, **changes) -> Config:
     )
     values.update(changes)
     return Config(**values)
+
+
+@contextlib.contextmanager
+def tensorboard_server(logdir: Path) -> Iterator[str]:
+    """The real `tensorboard` on a free loopback port over `logdir`; yields its `.../data` URL."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    command = [sys.executable, "-m", "tensorboard.main", "--logdir", str(logdir)]
+    process = subprocess.Popen(
+        [*command, "--host", "127.0.0.1", "--port", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        yield f"http://127.0.0.1:{port}/data"
+    finally:
+        process.kill()
+        process.wait(timeout=30)
 
 
 def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:

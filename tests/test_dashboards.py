@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 import time
 import urllib.parse
 import urllib.request
@@ -13,8 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import tiny_config
-from test_summaries import free_port
+from conftest import tensorboard_server, tiny_config
 
 from mlp_core.loop import train_and_evaluate
 
@@ -46,29 +43,9 @@ def server(tmp_path_factory):
         val_size=500,
     )
     run = Path(train_and_evaluate(config)["run_dir"])
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            str(run.parent),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/data"
-    try:
+    with tensorboard_server(run.parent) as base:
         wait_until_active(base)
         yield base, run.name
-    finally:
-        process.kill()
-        process.wait(timeout=30)
 
 
 def fetch(url: str, data: bytes | None = None) -> bytes:

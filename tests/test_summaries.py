@@ -4,16 +4,13 @@ from __future__ import annotations
 
 import json
 import math
-import socket
-import subprocess
-import sys
 import time
 import urllib.request
 from pathlib import Path
 
 import pytest
 import tensorflow as tf
-from conftest import tiny_config
+from conftest import tensorboard_server, tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from mlp_core.loop import default_observers, train_and_evaluate
@@ -113,36 +110,14 @@ def test_no_summaries_switches_the_observer_off(tmp_path):
     )
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 def get_json(url: str):
     with urllib.request.urlopen(url, timeout=5) as response:
         return json.loads(response.read())
 
 
 def test_tensorboard_server_serves_the_tags(run_dir):
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "tensorboard.main",
-            "--logdir",
-            str(run_dir.parent),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}/data/plugin"
-    try:
+    with tensorboard_server(run_dir.parent) as data:
+        base = f"{data}/plugin"
         deadline, tags = time.monotonic() + 90, {}
         while time.monotonic() < deadline:
             try:
@@ -161,6 +136,3 @@ def test_tensorboard_server_serves_the_tags(run_dir):
         assert "weights/mlp/dense_0/kernel" in tags["histograms"][train]
         assert "misclassified" in tags["images"][f"{run_dir.name}/validation"]
         assert "sample_inputs" in tags["images"][train]
-    finally:
-        server.kill()
-        server.wait(timeout=30)
