@@ -100,6 +100,8 @@ class Checkpointer:
         )
         if trainer.loss_scale is not None:
             self._progress["loss_scale"] = trainer.loss_scale
+        if trainer.ema is not None:
+            self._progress["ema_model"] = trainer.ema.shadow
         self.restored = (
             restore_newest(ctx.run_dir / CHECKPOINTS, **self._progress) if resume else None
         )

@@ -73,6 +73,7 @@ class Config:
     translate: float = 0.0
     elastic_sigma: float = 4.0
     elastic_alpha: float = 34.0
+    ema_decay: float = 0.0  # evaluate an exponential moving average of the weights; 0 = off
     augment_digits: str = ""
     class_weights: str = "none"
     balance: str = "none"
@@ -339,6 +340,12 @@ def _add_recipe_flags(add, d: Config) -> None:
         type=_nonneg_float,
         default=d.elastic_alpha,
         help="elastic: scale of the displacement field, pixels",
+    )
+    add(
+        "--ema-decay",
+        type=_fraction,
+        default=d.ema_decay,
+        help="evaluate, save and export a moving average of the weights (e.g. 0.999); 0 = off",
     )
     add(
         "--augment-digits",

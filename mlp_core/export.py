@@ -76,4 +76,4 @@ class ExportObserver(Observer):
     """Exports `<run>/saved_model/` when a run finishes."""
 
     def on_run_end(self, ctx: RunContext, metrics: dict) -> None:
-        export_model(ctx.trainer.model, ctx.config.normalize, ctx.run_dir / SAVED_MODEL)
+        export_model(ctx.trainer.eval_model, ctx.config.normalize, ctx.run_dir / SAVED_MODEL)

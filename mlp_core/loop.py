@@ -22,6 +22,7 @@ from mlp_core.config import Config, with_overrides
 from mlp_core.console import ProgressBar
 from mlp_core.distribute import check_same_step, is_chief, make_strategy, worker_failures
 from mlp_core.dynamics import DynamicsObserver
+from mlp_core.ema import WeightAverage
 from mlp_core.errors import DivergedError, Interrupted, UserError
 from mlp_core.export import ExportObserver
 from mlp_core.hooks import Observer, RunContext
@@ -88,8 +89,10 @@ def build_trainer(
         if config.data_on_device
         else None
     )
+    # Built like the model, so the average starts at the initial weights.
+    ema = WeightAverage(build_model(config), config.ema_decay) if config.ema_decay else None
     return Trainer(
-        model, optimizer, loss, bool(config.jit_compile), data, augment.from_config(config)
+        model, optimizer, loss, bool(config.jit_compile), data, augment.from_config(config), ema
     )
 
 
@@ -203,6 +206,8 @@ def run_epochs(
         record = {"epoch": epoch, "lr": lr, **_prefixed("train", train)}
         if val_ds is not None:
             record.update(_prefixed("val", trainer.evaluate(val_ds)))
+            if trainer.ema:  # what the average adds, on the same images
+                record.update(_prefixed("val_last", trainer.evaluate(val_ds, last_weights=True)))
         bar.finish(train["loss"], train["accuracy"], record.get("val_accuracy"))
         history.append(record)
         ckpt.state.end_epoch(history)
@@ -304,11 +309,14 @@ def _train_locked(
 
 
 def load_trained_model(run_dir: str | Path) -> tuple[Config, MLP]:
-    """Rebuild a run's model from its config and restore its newest checkpoint that reads back."""
+    """Rebuild a run's evaluated model (the weight average, if it kept one) from its config and
+    restore its newest checkpoint that reads back."""
     run_dir = Path(run_dir)
     config = load_config(run_dir)
     model = build_model(config)
-    if restore_newest(run_dir / CHECKPOINTS, model=model) is None:
+    # A run with a weight average was evaluated with it, so that is the model it hands on.
+    key = "ema_model" if config.ema_decay else "model"
+    if restore_newest(run_dir / CHECKPOINTS, **{key: model}) is None:
         raise UserError(f"{run_dir}: no trained model (no checkpoint in {CHECKPOINTS}/)")
     return config, model
 

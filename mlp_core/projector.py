@@ -78,4 +78,6 @@ class ProjectorObserver(Observer):
 
     def on_run_end(self, ctx: RunContext, metrics: dict) -> None:
         if len(ctx.trainer.model.layers) > 1:
-            write_projector(ctx.run_dir / "test", ctx.trainer.model, ctx.test, ctx.config.normalize)
+            write_projector(
+                ctx.run_dir / "test", ctx.trainer.eval_model, ctx.test, ctx.config.normalize
+            )

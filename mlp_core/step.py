@@ -12,6 +12,7 @@ import tensorflow as tf
 
 from mlp_core.augment import Augmentation
 from mlp_core.data import NUM_CLASSES
+from mlp_core.ema import WeightAverage
 from mlp_core.model import MLP
 from mlp_core.optim import Optimizer
 from mlp_core.pipeline import FEATURES, DeviceData
@@ -135,10 +136,13 @@ class Trainer(tf.Module):
         jit_compile: bool = False,
         device_data: DeviceData | None = None,
         augment: Augmentation | None = None,
+        ema: WeightAverage | None = None,
     ):
         super().__init__(name="trainer")
         self.augment = augment or Augmentation()
-        self.model, self.optimizer, self.loss = model, optimizer, loss
+        self.model, self.optimizer, self.loss, self.ema = model, optimizer, loss, ema
+        # What validation, test, export and analysis see: the weight average when there is one.
+        self.eval_model = ema.shadow if ema else model
         self.compute_dtype = COMPUTE_DTYPES[loss.precision]
         self.loss_scale = LossScale() if loss.precision == "mixed_float16" else None
         self.device_data, self.jit_compile = device_data, jit_compile
@@ -163,6 +167,10 @@ class Trainer(tf.Module):
             self._device_loop, input_signature=[tf.TensorSpec([], tf.int32, name="steps")]
         )
         self.eval_step = tf.function(self._eval_step, input_signature=BATCH_SPEC)
+        # With a weight average the last weights are validated too, so a run shows what it adds.
+        self.eval_last_step = (
+            tf.function(self._eval_last_step, input_signature=BATCH_SPEC) if ema else None
+        )
 
     def train_steps(self, batches, count: int) -> dict[str, tf.Tensor]:
         """Run `count` steps in one call: from the on-device data, or from the batch iterator."""
@@ -191,12 +199,15 @@ class Trainer(tf.Module):
             outputs = step(*data.batch(self.global_step % data.steps))
         return outputs
 
-    def per_example_loss(self, images: tf.Tensor, one_hot: tf.Tensor, training: bool):
-        """Per-example losses and float32 logits; training computes in the mixed-precision dtype."""
+    def per_example_loss(
+        self, images: tf.Tensor, one_hot: tf.Tensor, training: bool, model: MLP | None = None
+    ):
+        """Per-example losses and float32 logits of `model` (default: the trained one); training
+        computes in the mixed-precision dtype."""
         dtype = self.compute_dtype if training else tf.float32
+        model = self.model if model is None else model
         logits = tf.cast(
-            self.model(preprocess(images, self.loss.normalize, dtype), training=training),
-            tf.float32,
+            model(preprocess(images, self.loss.normalize, dtype), training=training), tf.float32
         )
         return cross_entropy(logits, one_hot, self.loss.label_smoothing), logits
 
@@ -250,6 +261,8 @@ class Trainer(tf.Module):
         finite = tf.math.is_finite(total) & tf.math.is_finite(grad_norm)
         if finite:
             self.optimizer.apply(grads, variables)
+            if self.ema:
+                self.ema.update(variables, self.optimizer.iterations)
         elif self.loss_scale is None or not tf.math.is_finite(total):
             self.diverged.assign(True)  # with loss scaling, only a non-finite loss is divergence
         if self.loss_scale:
@@ -264,7 +277,12 @@ class Trainer(tf.Module):
         }
 
     def _eval_step(self, images: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
-        losses, logits = self.per_example_loss(images, one_hot, training=False)
+        losses, logits = self.per_example_loss(images, one_hot, False, self.eval_model)
+        self.eval_metrics.update(losses, logits, one_hot)
+        return logits
+
+    def _eval_last_step(self, images: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
+        losses, logits = self.per_example_loss(images, one_hot, False, self.model)
         self.eval_metrics.update(losses, logits, one_hot)
         return logits
 
@@ -274,11 +292,13 @@ class Trainer(tf.Module):
             bool(tf.reduce_all(tf.math.is_finite(v))) for v in self.model.trainable_variables
         )
 
-    def evaluate(self, dataset: tf.data.Dataset) -> dict[str, float]:
-        """Loss and accuracy over one pass of `dataset`."""
+    def evaluate(self, dataset: tf.data.Dataset, last_weights: bool = False) -> dict[str, float]:
+        """Loss and accuracy over one pass of `dataset`, of the evaluated model (the weight
+        average, if kept) or, with `last_weights` and an average, of the trained weights."""
+        step = self.eval_last_step if last_weights and self.eval_last_step else self.eval_step
         self.eval_metrics.reset()
         for images, one_hot in dataset:
-            self.eval_step(images, one_hot)
+            step(images, one_hot)
         return self.eval_metrics.result()
 
 

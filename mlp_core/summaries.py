@@ -74,11 +74,12 @@ class TensorBoardObserver(Observer):
     def on_epoch_end(self, ctx: RunContext, epoch: int, record: dict) -> None:
         step = epoch * ctx.steps_per_epoch
         with self.writers["validation"].as_default(step=step):
-            for key in ("loss", "accuracy"):
+            # last_*: the trained weights, when the run evaluates a weight average instead.
+            for key in ("loss", "accuracy", "last_loss", "last_accuracy"):
                 if f"val_{key}" in record:
                     tf.summary.scalar(key, record[f"val_{key}"])
             probabilities = predict_probabilities(
-                ctx.trainer.model, self.monitor.images, ctx.config.normalize
+                ctx.trainer.eval_model, self.monitor.images, ctx.config.normalize
             )
             self._images(probabilities.argmax(1))
             write_pr_curves(self.monitor.labels, probabilities, step)

@@ -246,7 +246,9 @@ class StopAt(Observer):
 
 def test_a_mirrored_run_resumes_exactly_mid_epoch(tmp_path):
     """Distributed iterators are not saved: the stream is rebuilt at the checkpoint's step."""
-    config = tiny_config(tmp_path, strategy="mirrored", train_subset=256, checkpoint_every=3)
+    config = tiny_config(
+        tmp_path, strategy="mirrored", train_subset=256, checkpoint_every=3, ema_decay=0.9
+    )
     alone = train_and_evaluate(config)
     stopped = with_overrides(config, run_name="stopped")
     with pytest.raises(StopAt.Killed):

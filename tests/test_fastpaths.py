@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import run_script, tiny_config
+from conftest import run_here, tiny_config
 from test_reliability import without_timing
 
 from mlp_core import fastpaths
@@ -135,7 +135,7 @@ def test_bfloat16_is_chosen_only_on_cpus_that_have_it(tmp_path):
 
 def test_benchmark_json_is_well_formed(tmp_path):
     out = tmp_path / "bench.json"
-    result = run_script(
+    result = run_here(  # in this process: it saves a TensorFlow start-up
         "benchmark.py",
         "--batch-sizes",
         "32",

@@ -271,7 +271,8 @@ class CrashAt(Observer):
         (None, dict(steps_per_call=1, data_on_device=False)),
         ("/CPU:0", dict(steps_per_call=1, data_on_device=False)),
         (None, dict(steps_per_call=3, data_on_device=False)),
-        (None, dict(steps_per_call=4, data_on_device=True, jit_compile=True)),
+        # With a weight average too: it is saved, restored and handed on with the rest.
+        (None, dict(steps_per_call=4, data_on_device=True, jit_compile=True, ema_decay=0.9)),
     ],
 )
 def test_resume_is_exact_on_every_input_path(tmp_path, device, fast):
