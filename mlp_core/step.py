@@ -277,12 +277,13 @@ class Trainer(tf.Module):
         }
 
     def _eval_step(self, images: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
-        losses, logits = self.per_example_loss(images, one_hot, False, self.eval_model)
-        self.eval_metrics.update(losses, logits, one_hot)
-        return logits
+        return self._eval_batch(images, one_hot, self.eval_model)
 
     def _eval_last_step(self, images: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
-        losses, logits = self.per_example_loss(images, one_hot, False, self.model)
+        return self._eval_batch(images, one_hot, self.model)
+
+    def _eval_batch(self, images: tf.Tensor, one_hot: tf.Tensor, model: MLP) -> tf.Tensor:
+        losses, logits = self.per_example_loss(images, one_hot, False, model)
         self.eval_metrics.update(losses, logits, one_hot)
         return logits
 
