@@ -17,6 +17,8 @@ def table(report: dict) -> str:
         f"{report['matmul_flops_per_sec'] / 1e9:.0f} GFLOP/s; {report['flops_per_example'] / 1e6:.2f} "
         "MFLOP per training example",
         f"best = {report['best']}",
+        f"oneDNN kernels: {report.get('onednn')}; glibc keeps freed memory: "
+        f"{bool(report.get('allocator'))}",
         *roof_lines(report),
         f"{'variant':<16}{'batch':>6}{'examples/s':>12}{'spread':>8}{'min':>9}{'max':>9}"
         f"{'vs keras':>10}{'of limit':>10}{'of roof':>9}{'in turns':>9}{'of line':>9}{'matmul':>8}",

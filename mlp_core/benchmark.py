@@ -363,6 +363,7 @@ def roof_in_turns(device: str | None, flops: float):
 def run_benchmark(train: Split, plan: Plan, device: str | None) -> dict:
     """Every variant at every batch size, with Keras fit, the roofs and the input pipeline."""
     tf.config.experimental.enable_op_determinism()
+    allocator = fastpaths.keep_freed_memory()  # before anything is timed: Keras and roofs too
     batches = list(plan.batch_sizes)
     limits = measure_roofs(plan, device)
     roof = limits["compute_flops_per_sec"]["float32"]["square"]
@@ -389,6 +390,8 @@ def run_benchmark(train: Split, plan: Plan, device: str | None) -> dict:
         "keras_fit_epochs": keras_epochs,
         "best": fastpaths.describe(variant_config("best", batches[0], device)),
         "threading": fastpaths.threading_settings(),
+        "allocator": allocator,
+        "onednn": fastpaths.onednn_enabled(),
         **limits,
         "roof_in_turns_flops_per_sec": in_turns,
         "input_pipeline": inputs,

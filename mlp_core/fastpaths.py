@@ -6,7 +6,10 @@ config.json records, so a resumed run keeps them.
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -78,6 +81,51 @@ def threading_settings() -> dict:
         "inter_op": tf.config.threading.get_inter_op_parallelism_threads(),
         "intra_op": tf.config.threading.get_intra_op_parallelism_threads(),
     }
+
+
+# glibc's mallopt parameters, and the values a training process wants (see keep_freed_memory).
+_M_TRIM_THRESHOLD, _M_TOP_PAD, _M_MMAP_THRESHOLD = -1, -2, -3
+ALLOCATOR: dict[str, int] = {
+    "mmap_threshold": 32 << 20,  # the largest glibc accepts on 64-bit systems
+    "trim_threshold": 512 << 20,
+    "top_pad": 64 << 20,
+}
+_MALLOC_ENV = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_")
+
+
+def keep_freed_memory() -> dict[str, int]:
+    """Make glibc keep the memory a step frees, so the next step reuses it without page faults.
+
+    TensorFlow's CPU tensors come from malloc. By default glibc serves large buffers with fresh
+    mmaps and returns freed heap tops to the system, so every step touches new pages: up to
+    hundreds of page faults per step, each costing microseconds in a VM (docs/throughput.md).
+    Raising the thresholds keeps the freed buffers in the heap; a run's peak memory is unchanged.
+    Skipped off glibc and when the user sets glibc's own MALLOC_* variables. Returns what was set.
+    """
+    if platform.libc_ver()[0] != "glibc" or any(name in os.environ for name in _MALLOC_ENV):
+        return {}
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return {}
+    codes = {
+        "mmap_threshold": _M_MMAP_THRESHOLD,
+        "trim_threshold": _M_TRIM_THRESHOLD,
+        "top_pad": _M_TOP_PAD,
+    }
+    return {name: value for name, value in ALLOCATOR.items() if mallopt(codes[name], value) == 1}
+
+
+def onednn_enabled() -> bool | None:
+    """Whether TensorFlow runs its oneDNN kernels (matmuls among them) in this process: on by
+    default only on CPUs with AVX-512 VNNI/BF16 or AMX, else when TF_ENABLE_ONEDNN_OPTS=1 was set
+    before TensorFlow started. None where TensorFlow does not say."""
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+
+        return bool(_pywrap_util_port.IsMklEnabled())
+    except (ImportError, AttributeError):
+        return None
 
 
 def describe(config: Config) -> str:

@@ -63,6 +63,7 @@ def build_trainer(
     config: Config, steps: int, train: mnist.Split | None = None, device: str | None = None
 ) -> Trainer:
     """Model, schedule, optimizer, loss settings and fast paths, all from the config."""
+    fastpaths.keep_freed_memory()  # process-wide, idempotent: the steps stop page-faulting
     model = build_model(config)
     warmup = warmup_steps(config.warmup_epochs, steps, config.epochs)
     schedule = make_schedule(config.schedule, config.lr, warmup, steps * config.epochs)

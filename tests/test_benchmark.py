@@ -6,7 +6,7 @@ import dataclasses
 
 import pytest
 
-from mlp_core import bench_modes, bench_roofs
+from mlp_core import bench_modes, bench_roofs, fastpaths
 from mlp_core.bench_report import save_plot, save_roofline_plot, save_sweep_plot, table
 from mlp_core.benchmark import (
     REFERENCE,
@@ -96,6 +96,8 @@ FIELDS = {
     "keras_fit_epochs",
     "best",
     "threading",
+    "allocator",
+    "onednn",
     "compute_flops_per_sec",
     "memory_bytes_per_sec",
     "step_bytes",
@@ -142,6 +144,7 @@ def test_a_tiny_sweep_has_every_field_and_draws_its_charts(tmp_path):
     )
     report = run_benchmark(train, plan, None)
     assert FIELDS <= set(report)
+    assert report["onednn"] in (True, False) and report["allocator"] in ({}, fastpaths.ALLOCATOR)
     assert [(r["variant"], r["batch_size"]) for r in report["results"]] == [
         ("keras_fit", 32),
         ("best_float32", 32),

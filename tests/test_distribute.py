@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, assert_clean_error, run_script, tiny_config
+from conftest import ROOT, assert_clean_error, run_here, run_script, tiny_config
 from test_reliability import without_timing
 
 from mlp_core.config import Config, parse_config, with_overrides
@@ -311,7 +311,7 @@ def test_bad_tf_config_is_one_clear_line(tf_config, message):
 
 def test_multi_worker_without_tf_config_or_run_name(tmp_path, monkeypatch):
     monkeypatch.delenv("TF_CONFIG", raising=False)
-    result = run_script("train.py", "--strategy", "multi_worker", "--logdir", str(tmp_path))
+    result = run_here("train.py", "--strategy", "multi_worker", "--logdir", str(tmp_path))
     assert_clean_error(
         result, "error: --strategy multi_worker needs the TF_CONFIG environment variable"
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, assert_clean_error, run_script, tiny_config
+from conftest import ROOT, assert_clean_error, run_here, run_script, tiny_config
 
 from mlp_core.digits import load_digit
 from mlp_core.export import SAVED_MODEL, load_serving
@@ -193,7 +193,7 @@ def test_bad_images_are_reported_and_the_rest_still_predicted(run, photos, tmp_p
 
 def test_missing_model_and_reexport_from_a_checkpoint(run, tmp_path):
     _, run_dir = run
-    missing = run_script("predict.py", "--model", str(tmp_path / "nowhere"), "x.png")
+    missing = run_here("predict.py", "--model", str(tmp_path / "nowhere"), "x.png")
     assert_clean_error(missing, "nowhere: not a SavedModel directory")
     out = tmp_path / "again"
     exported = run_script("export.py", "--run", str(run_dir), "--out", str(out))
@@ -203,7 +203,7 @@ def test_missing_model_and_reexport_from_a_checkpoint(run, tmp_path):
         load_serving(out)(images=images)["probabilities"].numpy(),
         load_serving(run_dir / SAVED_MODEL)(images=images)["probabilities"].numpy(),
     )
-    assert_clean_error(run_script("export.py", "--run", str(tmp_path / "no-run")), "does not exist")
+    assert_clean_error(run_here("export.py", "--run", str(tmp_path / "no-run")), "does not exist")
 
 
 def huge_png(path: Path, side: int) -> Path:

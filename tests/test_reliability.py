@@ -191,7 +191,7 @@ def digest(run_dir: Path) -> dict[str, str]:
 )
 def test_existing_runs_are_never_overwritten(finished_run, flags, message):
     before = digest(finished_run)
-    result = run_script(
+    result = run_here(
         "train.py", "--dry-run", "--logdir", str(finished_run.parent), "--run-name", "done", *flags
     )
     assert_clean_error(result, message)
@@ -350,7 +350,7 @@ def test_no_checkpoint_restores_one_error_line_and_nothing_deleted(tmp_path, cap
     before = digest(run_dir)
     with pytest.raises(UserError, match="none of the 3 checkpoints restores"):
         analyze_run(run_dir)
-    result = run_script(
+    result = run_here(
         "train.py", "--logdir", str(tmp_path / "logs"), "--run-name", "bad", "--resume"
     )
     assert_clean_error(

@@ -23,7 +23,7 @@ def test_dry_run_end_to_end(tmp_path):
     metrics = json.loads((tmp_path / "smoke" / "metrics.json").read_text())
     assert metrics["epochs"] == 1 and 0.0 < metrics["test_accuracy"] <= 1.0
     assert json.loads((tmp_path / "smoke" / "config.json").read_text())["hidden"] == [32]
-    again = run_script("train.py", "--dry-run", "--logdir", str(tmp_path), "--run-name", "smoke")
+    again = run_here("train.py", "--dry-run", "--logdir", str(tmp_path), "--run-name", "smoke")
     assert_clean_error(again, "already exists")
 
 
