@@ -24,8 +24,8 @@ CPU_DEFAULTS: dict[str, Any] = dict(
     jit_compile=False, steps_per_call=16, data_on_device=True, precision="float32"
 )
 # CPUs with bfloat16 dot-product instructions multiply bfloat16 matrices faster than float32 ones
-# (the reference MLP's forward and backward: 1.25x at batch 128, 1.4x at batch 512 on the 2-core
-# CPU); without them bfloat16 is emulated and slower, so those keep float32.
+# (docs/throughput.md has the figures); without them bfloat16 is emulated and slower, so those
+# keep float32.
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 GPU_DEFAULTS: dict[str, Any] = dict(
     jit_compile=True, steps_per_call=16, data_on_device=True, precision="mixed_float16"

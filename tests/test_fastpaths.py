@@ -202,17 +202,20 @@ def test_training_flops_count_the_step_s_matrix_multiplies():
 
 
 def _page_faults_per_buffer(libc, size: int = 16 << 20, times: int = 8) -> float:
-    """Minor page faults per malloc, write and free of a `size`-byte buffer, after the first (which
-    may have to grow the heap)."""
+    """Minor page faults per malloc, write and free of a `size`-byte buffer, not counting a first
+    round (which may have to grow the heap)."""
     import resource
 
-    libc.malloc.restype = ctypes.c_void_p
-    before = 0
-    for i in range(times + 1):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt if i == 1 else before
+    def use_a_buffer() -> None:
         buffer = libc.malloc(size)
         ctypes.memset(buffer, 1, size)
         libc.free(ctypes.c_void_p(buffer))
+
+    libc.malloc.restype = ctypes.c_void_p
+    use_a_buffer()
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(times):
+        use_a_buffer()
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / times
 
 
