@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import json
 import platform
 
@@ -201,31 +200,50 @@ def test_training_flops_count_the_step_s_matrix_multiplies():
     )  # 3 forward, 3 weight and 2 input gradients
 
 
-def _page_faults_per_buffer(libc, size: int = 16 << 20, times: int = 8) -> float:
-    """Minor page faults per malloc, write and free of a `size`-byte buffer, not counting a first
-    round (which may have to grow the heap)."""
-    import resource
+# Run in a fresh process: a long-lived one may serve the buffer from memory it freed earlier, and
+# the test must not leave this process with glibc's worst settings.
+FAULTS_SCRIPT = """
+import ctypes, json, resource
+from mlp_core import fastpaths
 
-    def use_a_buffer() -> None:
-        buffer = libc.malloc(size)
-        ctypes.memset(buffer, 1, size)
+libc = ctypes.CDLL(None)
+libc.malloc.restype = ctypes.c_void_p
+SIZE = 16 << 20  # 4,096 pages
+
+
+def faults_per_buffer(times=8):
+    def use_a_buffer():
+        buffer = libc.malloc(SIZE)
+        ctypes.memset(buffer, 1, SIZE)
         libc.free(ctypes.c_void_p(buffer))
 
-    libc.malloc.restype = ctypes.c_void_p
-    use_a_buffer()
+    use_a_buffer()  # not counted: it may have to grow the heap
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(times):
         use_a_buffer()
     return (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / times
 
 
+# glibc's starting state without its adaptive thresholds: big buffers mmapped, tops trimmed.
+assert libc.mallopt(-3, 128 << 10) == 1 and libc.mallopt(-1, 128 << 10) == 1
+untuned = faults_per_buffer()
+print(json.dumps([untuned, fastpaths.keep_freed_memory(), faults_per_buffer()]))
+"""
+
+
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
 def test_keep_freed_memory_stops_the_page_faults_of_a_reused_buffer(monkeypatch):
-    libc = ctypes.CDLL(None)
-    # glibc's starting state, without its adaptive thresholds: big buffers mmapped, tops trimmed.
-    assert libc.mallopt(-3, 128 << 10) == 1 and libc.mallopt(-1, 128 << 10) == 1
-    assert _page_faults_per_buffer(libc) > 1000  # 4,096 pages, each faulted in anew
-    assert fastpaths.keep_freed_memory() == fastpaths.ALLOCATOR
-    assert _page_faults_per_buffer(libc) < 50
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    result = subprocess.run(
+        [sys.executable, "-c", FAULTS_SCRIPT], capture_output=True, text=True, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr
+    untuned, chosen, tuned = json.loads(result.stdout.splitlines()[-1])
+    assert untuned > 1000  # each of the 4,096 pages faulted in anew
+    assert chosen == fastpaths.ALLOCATOR and tuned < 50
     monkeypatch.setenv("MALLOC_TOP_PAD_", "0")  # glibc's own variables: the user's choice wins
     assert fastpaths.keep_freed_memory() == {}
