@@ -99,7 +99,8 @@ def keep_freed_memory() -> dict[str, int]:
     TensorFlow's CPU tensors come from malloc. By default glibc serves large buffers with fresh
     mmaps and returns freed heap tops to the system, so every step touches new pages: up to
     hundreds of page faults per step, each costing microseconds in a VM (docs/throughput.md).
-    Raising the thresholds keeps the freed buffers in the heap; a run's peak memory is unchanged.
+    Raising the thresholds keeps the freed buffers in the heap: the process's resident memory stays
+    near its peak instead of falling back between steps.
     Skipped off glibc and when the user sets glibc's own MALLOC_* variables. Returns what was set.
     """
     if platform.libc_ver()[0] != "glibc" or any(name in os.environ for name in _MALLOC_ENV):
