@@ -32,6 +32,6 @@ class WeightAverage(tf.Module):
         """Move the average towards `variables` (the model's, in the shadow's order) after
         `updates` applied optimizer updates (counting this one)."""
         t = tf.cast(updates, tf.float32)
-        decay = tf.minimum(self.decay, (1.0 + t) / (10.0 + t))
+        rate = 1.0 - tf.minimum(self.decay, (1.0 + t) / (10.0 + t))  # one rate for every weight
         for average, value in zip(self.shadow.trainable_variables, variables):
-            average.assign_sub((average - value) * tf.cast(1.0 - decay, average.dtype))
+            average.assign_sub((average - value) * tf.cast(rate, average.dtype))
