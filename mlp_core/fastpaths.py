@@ -21,12 +21,18 @@ from mlp_core.errors import UserError
 # Measured on the 2-core CPU with scripts/benchmark.py (see docs/throughput.md). The GPU choice is
 # the usual one for an MLP this size and was NOT measured here (no GPU was available).
 CPU_DEFAULTS: dict[str, Any] = dict(
-    jit_compile=False, steps_per_call=16, data_on_device=True, precision="float32"
+    jit_compile=True, steps_per_call=16, data_on_device=True, precision="float32"
 )
 # CPUs with bfloat16 dot-product instructions multiply bfloat16 matrices faster than float32 ones
 # (docs/throughput.md has the figures); without them bfloat16 is emulated and slower, so those
-# keep float32.
+# keep float32. The bfloat16 choice was measured without XLA, on the machine that has them, and
+# XLA was not measured there, so it keeps the graph loop.
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPU_BF16_DEFAULTS: dict[str, Any] = {
+    **CPU_DEFAULTS,
+    "jit_compile": False,
+    "precision": "mixed_bfloat16",
+}
 GPU_DEFAULTS: dict[str, Any] = dict(
     jit_compile=True, steps_per_call=16, data_on_device=True, precision="mixed_float16"
 )
@@ -41,6 +47,9 @@ def resolve(config: Config, device: str | None) -> Config:
     Under tf.distribute the plain step runs; explicit choices it cannot honour are an error.
     """
     defaults = device_defaults(device) if config.strategy == "default" else PLAIN
+    if config.augment != "none" and not _is_gpu(device):
+        # The distortions ran slower under XLA on the CPU (docs/best.md), so they keep the graph.
+        defaults = {**defaults, "jit_compile": False}
     auto = {"jit_compile": None, "steps_per_call": 0, "data_on_device": None, "precision": "auto"}
     chosen = {
         key: defaults[key] if getattr(config, key) == empty else getattr(config, key)
@@ -58,9 +67,13 @@ def resolve(config: Config, device: str | None) -> Config:
 def device_defaults(device: str | None) -> dict[str, Any]:
     """The measured CPU choice (bfloat16 where the CPU has it), or the GPU choice (float16 only
     with tensor cores)."""
-    if not device or "GPU" not in device.upper():
-        return {**CPU_DEFAULTS, "precision": "mixed_bfloat16"} if cpu_has_bf16() else CPU_DEFAULTS
+    if not _is_gpu(device):
+        return CPU_BF16_DEFAULTS if cpu_has_bf16() else CPU_DEFAULTS
     return GPU_DEFAULTS if _tensor_cores() else {**GPU_DEFAULTS, "precision": "float32"}
+
+
+def _is_gpu(device: str | None) -> bool:
+    return bool(device) and "GPU" in str(device).upper()
 
 
 def set_threads(inter_op: int, intra_op: int) -> None:

@@ -143,10 +143,8 @@ class DeviceData(tf.Module):
 
     def batch(self, position: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
         """Batch `position` (0-based within the epoch), in-graph."""
-        # A static size with a dynamic start, so XLA compiles one program for every position.
-        index = tf.slice(
-            self.order,
-            tf.reshape(tf.cast(position, tf.int64) * self.batch_size, [1]),
-            [self.batch_size],
-        )
+        # Gathered, not sliced: XLA takes a slice's start as a compile-time constant, so a loop
+        # compiled whole would be compiled again for every position the step counter reaches.
+        start = tf.cast(position, tf.int64) * self.batch_size
+        index = tf.gather(self.order, start + tf.range(self.batch_size, dtype=tf.int64))
         return flatten_and_one_hot(tf.gather(self.images, index), tf.gather(self.labels, index))

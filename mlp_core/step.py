@@ -160,11 +160,14 @@ class Trainer(tf.Module):
             jit_compile=jit_compile or None,
             input_signature=None if self.distributed else BATCH_SPEC,
         )
-        # K steps per call: a graph loop around the (maybe XLA-compiled) step, so Python dispatch
-        # is paid once per K steps.
+        # K steps per call, so Python dispatch is paid once per K steps. From the tf.data stream:
+        # a graph loop around the (maybe XLA-compiled) step, as XLA cannot compile the iterator.
+        # From the on-device data: with XLA, the whole loop is one XLA program.
         self.train_loop = tf.function(self._train_loop)
         self.device_loop = tf.function(
-            self._device_loop, input_signature=[tf.TensorSpec([], tf.int32, name="steps")]
+            self._device_loop,
+            jit_compile=jit_compile or None,
+            input_signature=[tf.TensorSpec([], tf.int32, name="steps")],
         )
         self.eval_step = tf.function(self._eval_step, input_signature=BATCH_SPEC)
         # With a weight average the last weights are validated too, so a run shows what it adds.
@@ -180,23 +183,25 @@ class Trainer(tf.Module):
             return self.train_step(*next(batches))
         return self.train_loop(batches, tf.constant(count, tf.int32))
 
-    def _loop_step(self):
-        """The step a multi-step loop runs: inlined into the loop's graph (saves a nested function
-        call per step), or the XLA-compiled step: compiling the whole loop with XLA is far slower
-        on CPUs (docs/throughput.md), so the loop stays a graph loop."""
-        return self.train_step if self.jit_compile else self._train_step
-
     def _train_loop(self, batches, count: tf.Tensor) -> dict[str, tf.Tensor]:
-        step, outputs = self._loop_step(), _zero_outputs(self.model)
+        # The step inlined into the loop's graph saves a nested function call per step; with XLA
+        # the loop calls the compiled step.
+        step = self.train_step if self.jit_compile else self._train_step
+        outputs = _zero_outputs(self.model)
         for _ in tf.range(count):
             outputs = step(*next(batches))
         return outputs
 
     def _device_loop(self, count: tf.Tensor) -> dict[str, tf.Tensor]:
-        step, data, outputs = self._loop_step(), self.device_data, _zero_outputs(self.model)
+        data, outputs = self.device_data, _zero_outputs(self.model)
         assert data is not None  # train_steps calls the device loop only with device data
-        for _ in tf.range(count):
-            outputs = step(*data.batch(self.global_step % data.steps))
+        # A while loop, not `for _ in tf.range(count)`: AutoGraph gives a range loop a maximum
+        # iteration count, which XLA takes as a compile-time constant, so the whole-loop program
+        # would be compiled again for every call length (the short calls at epoch ends).
+        done = tf.constant(0)
+        while done < count:
+            outputs = self._train_step(*data.batch(self.global_step % data.steps))
+            done += 1
         return outputs
 
     def per_example_loss(

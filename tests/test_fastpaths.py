@@ -71,6 +71,20 @@ def test_every_fast_path_reaches_the_plain_accuracy(tmp_path, plain, fast):
     assert abs(metrics["test_accuracy"] - plain[0]["test_accuracy"]) <= 0.003
 
 
+def test_the_whole_loop_xla_program_is_the_same_for_every_call_length(tmp_path):
+    """With XLA and the data on the device the multi-step loop is one program; calls end at epoch
+    ends with fewer steps, and a program that took the step count as a compile-time constant
+    would be compiled again for each length (seconds each)."""
+    config = tiny_config(tmp_path, jit_compile=True, steps_per_call=8, data_on_device=True)
+    trainer = build_context(config, None).trainer
+    trainer.device_data.set_epoch(0)
+    programs = {
+        trainer.device_loop.experimental_get_compiler_ir(tf.constant(n))(stage="hlo")
+        for n in (3, 8)
+    }
+    assert len(programs) == 1
+
+
 def test_float16_overflow_halves_the_loss_scale_and_skips_without_diverging(tmp_path):
     ctx = build_context(tiny_config(tmp_path, **{**PLAIN, "precision": "mixed_float16"}), None)
     trainer, batch = (
@@ -102,11 +116,10 @@ def test_loss_scale_grows_after_enough_good_steps():
 
 def test_automatic_choices_and_explicit_ones(tmp_path):
     auto = fastpaths.resolve(tiny_config(tmp_path), None)
-    precision = "mixed_bfloat16" if fastpaths.cpu_has_bf16() else "float32"
-    assert {k: getattr(auto, k) for k in PLAIN} == {
-        **fastpaths.CPU_DEFAULTS,
-        "precision": precision,
-    }
+    expected = fastpaths.CPU_BF16_DEFAULTS if fastpaths.cpu_has_bf16() else fastpaths.CPU_DEFAULTS
+    assert {k: getattr(auto, k) for k in PLAIN} == expected
+    assert expected["jit_compile"] == (not fastpaths.cpu_has_bf16())
+    assert not fastpaths.resolve(tiny_config(tmp_path, augment="affine"), None).jit_compile
     explicit = fastpaths.resolve(tiny_config(tmp_path, steps_per_call=3, jit_compile=True), None)
     assert (explicit.steps_per_call, explicit.jit_compile) == (3, True)
     with pytest.raises(UserError, match="work with --strategy default only, not mirrored"):
@@ -116,6 +129,7 @@ def test_automatic_choices_and_explicit_ones(tmp_path):
             with_overrides(
                 auto,
                 strategy="mirrored",
+                jit_compile=False,
                 data_on_device=False,
                 steps_per_call=1,
                 precision="float32",

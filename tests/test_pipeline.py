@@ -6,7 +6,7 @@ import numpy as np
 import tensorflow as tf
 
 from mlp_core.data import Split
-from mlp_core.pipeline import eval_dataset, steps_per_epoch, train_dataset
+from mlp_core.pipeline import DeviceData, eval_dataset, steps_per_epoch, train_dataset
 
 
 def _numbered(n: int) -> Split:
@@ -84,3 +84,21 @@ def test_iterator_checkpoint_restores_the_position(tmp_path):
     tf.train.Checkpoint(iterator=fresh).read(path).assert_consumed()
     for batch in expected:
         np.testing.assert_array_equal(next(fresh)[0].numpy(), batch)
+
+
+def test_device_batches_match_the_stream_and_compile_once_under_xla():
+    """The whole multi-step loop is one XLA program: its batch position must stay a runtime value.
+    Were it a compile-time constant (as a slice's start is), the program would differ, and be
+    compiled again, at every position."""
+    split = _numbered(256)
+    data = DeviceData(split, 32, seed=3)
+    data.set_epoch(1)
+    position = tf.Variable(0, dtype=tf.int64)
+    compiled = tf.function(lambda: data.batch(position)[0], jit_compile=True)
+    stream = iter(train_dataset(split, 32, seed=3).skip(data.steps))  # epoch 1
+    programs = set()
+    for step in range(3):
+        position.assign(step)
+        np.testing.assert_array_equal(compiled().numpy(), next(stream)[0].numpy())
+        programs.add(compiled.experimental_get_compiler_ir()(stage="hlo"))
+    assert len(programs) == 1
