@@ -131,6 +131,10 @@ def _bars(ax, report: dict, batch: int) -> None:
     ax.axvline(limit, color="red", linestyle="--", label="float32 compute-bound limit")
     line = report["roofline"]["float32"][str(batch)]["limit_examples_per_sec"]
     ax.axvline(line, color="black", linestyle=":", label="float32 roofline limit")
+    if any(r["dtype"] == "bfloat16" for r in rows):  # each variant has its own dtype's limit
+        half = report["roofline"]["bfloat16"][str(batch)]["limit_examples_per_sec"]
+        ax.axvline(half, color="purple", linestyle="-.", label="bfloat16 roofline limit")
+        line = max(line, half)
     ax.set(title=f"batch {batch}", xlabel="training examples/s")
     ax.xaxis.set_major_formatter(lambda value, _: f"{value / 1000:.0f}k")
     ax.invert_yaxis()

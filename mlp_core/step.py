@@ -259,7 +259,7 @@ class Trainer(tf.Module):
             tf.distribute.ReduceOp.SUM, (share, grads)
         )
         # tf.linalg.global_norm's own terms, kept per variable for the per-layer norms (no extra op).
-        l2_losses = tf.stack([tf.nn.l2_loss(g) for g in grads])
+        l2_losses = half_squared_norms(grads, self.jit_compile)
         grad_norm = tf.sqrt(tf.reduce_sum(l2_losses) * 2.0, name="global_norm")
         if self.loss.clip_norm > 0:
             grads, _ = tf.clip_by_global_norm(grads, self.loss.clip_norm, use_norm=grad_norm)
@@ -306,6 +306,25 @@ class Trainer(tf.Module):
         for images, one_hot in dataset:
             step(images, one_hot)
         return self.eval_metrics.result()
+
+
+def half_squared_norms(grads: list[tf.Tensor], xla: bool) -> tf.Tensor:
+    """sum(g**2) / 2 of each gradient (tf.nn.l2_loss), in the form the compiler runs fastest.
+
+    XLA's CPU backend turns a large reduction into a tree of windowed reductions, several times
+    slower than summing a matrix's squares with a dot against a vector of ones (docs/throughput.md
+    has the timings). Without XLA, TensorFlow's own L2Loss kernel is the faster of the two. They
+    differ only in summation order.
+    """
+    if not xla:
+        return tf.stack([tf.nn.l2_loss(g) for g in grads])
+    halves = []
+    for g in grads:
+        squares = tf.square(g)
+        if g.shape.rank == 2:
+            squares = tf.matmul(squares, tf.ones([g.shape[1], 1], g.dtype))
+        halves.append(0.5 * tf.reduce_sum(squares))
+    return tf.stack(halves)
 
 
 def _zero_outputs(model: MLP) -> dict[str, tf.Tensor]:

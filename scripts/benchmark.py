@@ -4,6 +4,7 @@ python scripts/benchmark.py                              # batch 128 and 512, th
 python scripts/benchmark.py --batch-sizes 128 --json bench.json --time-to-accuracy 0.98
 python scripts/benchmark.py --batch-sizes 32,64,128,256,512,1024,2048,4096 --round-examples 40000
 python scripts/benchmark.py --strategy mirrored --logical-cpus 2 --profile /tmp/profile
+python scripts/benchmark.py --from-json docs/benchmark.json --markdown /tmp/tables.md  # re-report
 """
 
 import argparse
@@ -77,6 +78,13 @@ def parser() -> argparse.ArgumentParser:
     )
     add("--train-subset", type=_nonneg_int, default=0, help="use the first N images only")
     add("--json", type=Path, help="write the results here")
+    add("--markdown", type=Path, help="write the tables docs/throughput.md shows here")
+    add(
+        "--from-json",
+        type=Path,
+        metavar="FILE",
+        help="measure nothing: report a saved run again (tables, --markdown, charts next to FILE)",
+    )
     add(
         "--plot",
         type=Path,
@@ -148,11 +156,8 @@ def dry_run(args: argparse.Namespace) -> argparse.Namespace:
     return argparse.Namespace(**(vars(args) | toy))
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if args.dry_run:
-        args = dry_run(args)
-    from mlp_core.bench_report import save_plot, save_roofline_plot, save_sweep_plot, table
+def measure(args: argparse.Namespace, argv: list[str] | None) -> dict:
+    """Run the benchmark the flags describe."""
     from mlp_core.benchmark import Plan, run_all
 
     plan = Plan(
@@ -180,11 +185,23 @@ def main(argv: list[str] | None = None) -> int:
         args.threads,
     )
     report["command"] = "scripts/benchmark.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    print(table(report))
+    return report
+
+
+def write_outputs(report: dict, args: argparse.Namespace) -> None:
+    """The JSON, the Markdown tables and the three charts, wherever the flags say."""
+    from mlp_core.bench_markdown import markdown
+    from mlp_core.bench_report import save_plot, save_roofline_plot, save_sweep_plot
+
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(report, indent=2) + "\n")
-    plot = args.plot or (args.json.with_suffix(".png") if args.json else None)
+    if args.markdown:
+        args.markdown.parent.mkdir(parents=True, exist_ok=True)
+        args.markdown.write_text(markdown(report))
+        print(f"wrote {args.markdown}")
+    beside = args.json or args.from_json
+    plot = args.plot or (beside.with_suffix(".png") if beside else None)
     if plot:
         for save, suffix in (
             (save_plot, ""),
@@ -192,6 +209,18 @@ def main(argv: list[str] | None = None) -> int:
             (save_roofline_plot, "_roofline"),
         ):
             print(f"wrote {save(report, plot.with_name(plot.stem + suffix + plot.suffix))}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    if args.dry_run:
+        args = dry_run(args)
+    from mlp_core.bench_markdown import load_report
+    from mlp_core.bench_report import table
+
+    report = load_report(args.from_json) if args.from_json else measure(args, argv)
+    print(table(report))
+    write_outputs(report, args)
     return 0
 
 

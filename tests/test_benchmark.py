@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
 
 import pytest
 
 from mlp_core import bench_modes, bench_roofs, fastpaths
+from mlp_core.bench_markdown import markdown
 from mlp_core.bench_report import save_plot, save_roofline_plot, save_sweep_plot, table
 from mlp_core.benchmark import (
     REFERENCE,
@@ -20,7 +22,7 @@ from mlp_core.benchmark import (
 )
 from mlp_core.errors import UserError
 from mlp_core.loop import load_splits
-from tests.conftest import assert_clean_error, run_script, tiny_config
+from tests.conftest import assert_clean_error, run_here, run_script, tiny_config
 
 TINY = dataclasses.replace(REFERENCE, hidden=(2,))  # 784-2-10
 
@@ -173,6 +175,59 @@ def test_a_tiny_sweep_has_every_field_and_draws_its_charts(tmp_path):
     assert "best_float32" in table(report)
     for save in (save_plot, save_sweep_plot, save_roofline_plot):
         assert save(report, tmp_path / f"{save.__name__}.png").read_bytes()[:4] == b"\x89PNG"
+    # A bfloat16 row adds its own dtype's limit to the bars.
+    half = dict(report, results=[dict(r, dtype="bfloat16") for r in report["results"]])
+    assert save_plot(half, tmp_path / "half.png").read_bytes()[:4] == b"\x89PNG"
+    assert_markdown_says_what_the_report_says(report)
+    assert_the_script_reports_a_saved_run_again(report, tmp_path)
+
+
+def assert_markdown_says_what_the_report_says(report: dict) -> None:
+    text = markdown(report)
+    rate = {(r["variant"], r["batch_size"]): r["examples_per_sec"] for r in report["results"]}
+    # Batch 64 ran every variant: its table has one row per variant, with the JSON's median.
+    table_64 = text.split("Batch 64 ")[1].split("\n\n")[1].splitlines()
+    assert [row.split(" | ")[0] for row in table_64[2:]] == [
+        "| `keras_fit` (float32)",
+        "| `plain` (float32)",
+        "| `best_float32` (float32)",
+    ]
+    assert f"| {rate['plain', 64]:,.0f} |" in table_64[3]
+    # The sweep: the variants that ran at both batch sizes, one row per batch size.
+    sweep = next(part for part in text.split("\n\n") if part.startswith("| batch |"))
+    head, _, row_32, row_64 = sweep.splitlines()
+    assert head.startswith("| batch | `keras_fit` | `best_float32` | float32 roofline limit")
+    assert row_32.startswith(
+        f"| 32 | {rate['keras_fit', 32]:,.0f} | {rate['best_float32', 32]:,.0f} |"
+    )
+    assert row_64.startswith("| 64 |") and "Scaling" not in text and "Time to" not in text
+
+
+def assert_the_script_reports_a_saved_run_again(report: dict, tmp_path) -> None:
+    saved = tmp_path / "saved" / "bench.json"
+    saved.parent.mkdir()
+    saved.write_text(json.dumps(report))
+    result = run_here(
+        "benchmark.py", "--from-json", str(saved), "--markdown", str(tmp_path / "t.md")
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "t.md").read_text() == markdown(report)
+    for name in ("bench.png", "bench_sweep.png", "bench_roofline.png"):
+        assert (saved.parent / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def test_reporting_a_missing_or_foreign_file_is_one_line(tmp_path):
+    missing = run_here("benchmark.py", "--from-json", str(tmp_path / "none.json"))
+    assert_clean_error(missing, "none.json", "cannot read")
+    (tmp_path / "broken.json").write_text('{"results": [')
+    assert_clean_error(
+        run_here("benchmark.py", "--from-json", str(tmp_path / "broken.json")), "not a JSON file"
+    )
+    (tmp_path / "other.json").write_text('{"results": []}')
+    assert_clean_error(
+        run_here("benchmark.py", "--from-json", str(tmp_path / "other.json")),
+        "not a benchmark report (no device, roofline",
+    )
 
 
 def test_scaling_runs_one_process_per_replica_count():

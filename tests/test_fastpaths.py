@@ -15,7 +15,7 @@ from mlp_core import fastpaths
 from mlp_core.config import with_overrides
 from mlp_core.errors import UserError
 from mlp_core.loop import build_context, load_trained_model, train_and_evaluate
-from mlp_core.step import LossScale
+from mlp_core.step import LossScale, half_squared_norms
 
 PLAIN = dict(jit_compile=False, steps_per_call=1, data_on_device=False, precision="float32")
 
@@ -83,6 +83,20 @@ def test_the_whole_loop_xla_program_is_the_same_for_every_call_length(tmp_path):
         for n in (3, 8)
     }
     assert len(programs) == 1
+
+
+@pytest.mark.parametrize("xla", [False, True])
+def test_gradient_norm_terms_match_l2_loss_and_xla_sums_the_matrix_with_a_dot(xla):
+    """Under XLA a matrix's squares are summed by a dot with ones, not by XLA's windowed tree over
+    the whole matrix (the slow part of the compiled step); the values are L2Loss's either way."""
+    grads = [tf.random.stateless_normal(shape, seed=(1, 2)) for shape in ([784, 512], [512])]
+    norms = tf.function(lambda *g: half_squared_norms(list(g), xla), jit_compile=True)
+    expected = [float(tf.nn.l2_loss(g)) for g in grads]
+    np.testing.assert_allclose(norms(*grads).numpy(), expected, rtol=1e-5)
+    hlo = norms.experimental_get_compiler_ir(*grads)(stage="optimized_hlo")
+    windows = [line for line in hlo.splitlines() if "reduce-window(" in line]
+    assert any("dot(" in line for line in hlo.splitlines()) == xla
+    assert any("window={size=32x32" in line for line in windows) == (not xla)
 
 
 def test_float16_overflow_halves_the_loss_scale_and_skips_without_diverging(tmp_path):
