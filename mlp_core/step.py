@@ -148,8 +148,13 @@ class Trainer(tf.Module):
         self.device_data, self.jit_compile = device_data, jit_compile
         self.train_metrics = RunningMetrics("train_metrics")
         self.eval_metrics = RunningMetrics("eval_metrics")
-        # Set when a step saw a non-finite loss or gradient; that step's update was skipped.
+        # Set when a step saw a non-finite loss or gradient. Loss scaling must skip such a step's
+        # update and go on. Otherwise the run stops at the loop's next check (before any save),
+        # so the skip only keeps the weights in memory finite; under XLA the conditional around
+        # the in-place update becomes a select that copies the optimizer's slots every step
+        # (docs/throughput.md), so there the update is applied and the step only raises the flag.
         self.diverged = tf.Variable(False, trainable=False, name="diverged")
+        self.skips_bad_updates = self.loss_scale is not None or not jit_compile
         # Counts every step, skipped updates included, unlike optimizer.iterations.
         self.global_step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.strategy = tf.distribute.get_strategy()
@@ -264,10 +269,11 @@ class Trainer(tf.Module):
         if self.loss.clip_norm > 0:
             grads, _ = tf.clip_by_global_norm(grads, self.loss.clip_norm, use_norm=grad_norm)
         finite = tf.math.is_finite(total) & tf.math.is_finite(grad_norm)
-        if finite:
-            self.optimizer.apply(grads, variables)
-            if self.ema:
-                self.ema.update(variables, self.optimizer.iterations)
+        if not self.skips_bad_updates:
+            self._update(grads, variables)
+            self.diverged.assign(self.diverged | ~finite)
+        elif finite:
+            self._update(grads, variables)
         elif self.loss_scale is None or not tf.math.is_finite(total):
             self.diverged.assign(True)  # with loss scaling, only a non-finite loss is divergence
         if self.loss_scale:
@@ -280,6 +286,11 @@ class Trainer(tf.Module):
             "grad_norm": grad_norm,
             "grad_l2_losses": l2_losses,
         }
+
+    def _update(self, grads: list[tf.Tensor], variables) -> None:
+        self.optimizer.apply(grads, variables)
+        if self.ema:
+            self.ema.update(variables, self.optimizer.iterations)
 
     def _eval_step(self, images: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
         return self._eval_batch(images, one_hot, self.eval_model)

@@ -99,8 +99,26 @@ def test_gradient_norm_terms_match_l2_loss_and_xla_sums_the_matrix_with_a_dot(xl
     assert any("window={size=32x32" in line for line in windows) == (not xla)
 
 
-def test_float16_overflow_halves_the_loss_scale_and_skips_without_diverging(tmp_path):
-    ctx = build_context(tiny_config(tmp_path, **{**PLAIN, "precision": "mixed_float16"}), None)
+@pytest.mark.parametrize("jit", [False, True])
+def test_a_non_finite_step_raises_the_flag_and_the_graph_step_also_skips_it(tmp_path, jit):
+    """Without loss scaling the run stops at the loop's next check either way; the graph step
+    skips the update, the XLA step applies it (its conditional would copy every slot)."""
+    ctx = build_context(tiny_config(tmp_path, **{**PLAIN, "jit_compile": jit}), None)
+    trainer = ctx.trainer
+    batch = (
+        tf.constant(ctx.train.images[:64].reshape(64, -1)),
+        tf.one_hot(ctx.train.labels[:64], 10),
+    )
+    trainer.model.kernels[-1].assign(trainer.model.kernels[-1] * np.nan)  # NaN logits
+    trainer.train_step(*batch)
+    assert trainer.diverged.numpy() and trainer.skips_bad_updates == (not jit)
+    assert int(trainer.optimizer.iterations.numpy()) == (1 if jit else 0)
+
+
+@pytest.mark.parametrize("jit", [False, True])
+def test_float16_overflow_halves_the_loss_scale_and_skips_without_diverging(tmp_path, jit):
+    config = tiny_config(tmp_path, **{**PLAIN, "precision": "mixed_float16", "jit_compile": jit})
+    ctx = build_context(config, None)
     trainer, batch = (
         ctx.trainer,
         (tf.constant(ctx.train.images[:64].reshape(64, -1)), tf.one_hot(ctx.train.labels[:64], 10)),

@@ -128,11 +128,14 @@ def test_signal_saves_prints_how_to_resume_and_exits(tmp_path, signum):
     assert not (tmp_path / "sig" / "metrics.json").exists()
 
 
-def test_diverging_run_stops_keeps_last_good_checkpoint_and_says_so(tmp_path):
+@pytest.mark.parametrize("jit", ["--no-jit", "--jit"])
+def test_diverging_run_stops_keeps_last_good_checkpoint_and_says_so(tmp_path, jit):
     # lr 1e30 on raw pixels overflows float32 (and bfloat16) within a few steps, whatever the
-    # random draws; a merely huge lr such as 1e6 diverges or not depending on them.
+    # random draws; a merely huge lr such as 1e6 diverges or not depending on them. The XLA step
+    # applies the bad update instead of skipping it: the run must stop before any save all the same.
     result = run_script(
         "train.py",
+        jit,
         "--optimizer",
         "sgd",
         "--lr",
