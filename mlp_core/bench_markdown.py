@@ -8,8 +8,22 @@ from pathlib import Path
 
 from mlp_core.errors import UserError
 
-# What every report has; the sweep, scaling and time-to-accuracy parts are optional.
-REQUIRED = ("device", "results", "roofline", "compute_flops_per_sec", "memory_bytes_per_sec")
+# What every report has and the tables and charts read; scaling and time to accuracy are optional.
+REQUIRED = (
+    "device",
+    "tensorflow",
+    "keras",
+    "best",
+    "threading",
+    "matmul_flops_per_sec",
+    "flops_per_example",
+    "limit_examples_per_sec",
+    "compute_flops_per_sec",
+    "memory_bytes_per_sec",
+    "roofline",
+    "roof_in_turns_flops_per_sec",
+    "results",
+)
 COLUMNS = (
     "variant",
     "ex/s (median)",

@@ -226,7 +226,8 @@ def test_reporting_a_missing_or_foreign_file_is_one_line(tmp_path):
     (tmp_path / "other.json").write_text('{"results": []}')
     assert_clean_error(
         run_here("benchmark.py", "--from-json", str(tmp_path / "other.json")),
-        "not a benchmark report (no device, roofline",
+        "not a benchmark report (no device, tensorflow,",
+        "roofline, roof_in_turns_flops_per_sec)",
     )
 
 
