@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from mlp_core.bench_report import detailed_batches
 from mlp_core.errors import UserError
 
 # What every report has and the tables and charts read; scaling and time to accuracy are optional.
@@ -89,11 +90,7 @@ def setup_lines(report: dict) -> str:
 
 def batch_tables(report: dict) -> list[str]:
     """A table of every variant at each batch size where more than the sweep's few ran."""
-    counts: dict[int, int] = {}
-    for r in report["results"]:
-        counts[r["batch_size"]] = counts.get(r["batch_size"], 0) + 1
-    full = [b for b, n in counts.items() if n == max(counts.values())]
-    return [_batch_table(report, batch) for batch in full]
+    return [_batch_table(report, batch) for batch in detailed_batches(report)]
 
 
 def _batch_table(report: dict, batch: int) -> str:
@@ -130,13 +127,13 @@ def sweep_table(report: dict) -> str:
     """Examples/s of the variants that ran at every batch size, beside the limits and the input
     pipeline's own rates."""
     batches = sorted({r["batch_size"] for r in report["results"]})
+    if len(batches) < 2:
+        return ""
     everywhere = [
         name
         for name in dict.fromkeys(r["variant"] for r in report["results"])
         if sum(r["variant"] == name for r in report["results"]) == len(batches)
     ]
-    if len(batches) < 2:
-        return ""
     rate = {(r["variant"], r["batch_size"]): r["examples_per_sec"] for r in report["results"]}
     rows = []
     for b in batches:

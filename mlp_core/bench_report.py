@@ -108,15 +108,20 @@ def save_plot(report: dict, path: str | Path) -> Path:
 
     from mlp_core.figures import save_figure
 
-    counts: dict[int, int] = {}
-    for r in report["results"]:
-        counts[r["batch_size"]] = counts.get(r["batch_size"], 0) + 1
-    batches = [b for b, n in counts.items() if n == max(counts.values())][:3]
+    batches = detailed_batches(report)[:3]
     fig, axes = plt.subplots(1, len(batches), figsize=(6 * len(batches), 4), squeeze=False)
     for ax, batch in zip(axes[0], batches):
         _bars(ax, report, batch)
     fig.tight_layout()
     return save_figure(fig, path)
+
+
+def detailed_batches(report: dict) -> list[int]:
+    """The batch sizes at which every variant ran (--full-at), not only the sweep's few."""
+    counts: dict[int, int] = {}
+    for r in report["results"]:
+        counts[r["batch_size"]] = counts.get(r["batch_size"], 0) + 1
+    return [b for b, n in counts.items() if n == max(counts.values())]
 
 
 def _bars(ax, report: dict, batch: int) -> None:

@@ -25,8 +25,8 @@ CPU_DEFAULTS: dict[str, Any] = dict(
 )
 # CPUs with bfloat16 dot-product instructions multiply bfloat16 matrices faster than float32 ones
 # (docs/throughput.md has the figures); without them bfloat16 is emulated and slower, so those
-# keep float32. There TensorFlow's oneDNN kernels are on, and the bfloat16 step runs faster as a
-# graph loop than as one XLA program, whose dots do not use them; so XLA stays off.
+# keep float32. There XLA multiplies bfloat16 no faster than float32, while the graph's oneDNN
+# kernels multiply it much faster (docs/throughput.md), so bfloat16 keeps the graph loop.
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CPU_BF16_DEFAULTS: dict[str, Any] = {
     **CPU_DEFAULTS,
