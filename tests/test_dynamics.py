@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from conftest import tiny_config
+from tensorflow.tsl.profiler.protobuf import xplane_pb2
 from test_summaries import load, scalar
 
 from mlp_core.config import parse_config
@@ -15,7 +16,7 @@ from mlp_core.dynamics import DynamicsObserver, grad_norms, unit_statistics
 from mlp_core.errors import UserError
 from mlp_core.loop import build_context
 from mlp_core.model import MLP
-from mlp_core.profiling import ProfilerObserver
+from mlp_core.profiling import ProfilerObserver, profiling
 
 
 def layer_arrays(model: MLP) -> dict[str, np.ndarray]:
@@ -88,3 +89,17 @@ def test_profile_steps_beyond_the_run_is_a_user_error(tmp_path):
     assert parse_config([]).profile_steps == ""  # off by default
     with pytest.raises(UserError, match="only 16 steps"):
         ProfilerObserver(17, 20).on_run_begin(ctx)
+
+
+def test_profile_of_an_xla_program_shows_its_own_ops(tmp_path):
+    """docs/tensorboard.md: the trace names XLA's ops (the dot, the fusions) by their HLO names."""
+    f = tf.function(lambda a: tf.nn.relu(tf.matmul(a, a) + 1.0), jit_compile=True)
+    a = tf.ones([256, 256])
+    f(a)
+    with profiling(tmp_path):
+        f(a).numpy()
+    space = xplane_pb2.XSpace()
+    space.ParseFromString(next(tmp_path.glob("plugins/profile/*/*.xplane.pb")).read_bytes())
+    names = {m.name for p in space.planes for m in p.event_metadata.values()}
+    assert any(n.startswith("MatMul.") for n in names), sorted(names)
+    assert any(n.endswith("fusion") for n in names), sorted(names)
