@@ -36,7 +36,10 @@ COLUMNS = (
     "of roof in turns",
     "of roofline",
     "matmul share",
+    "as compiled",
+    "serial limit (of own roof)",
 )
+NEWER = 2  # the last columns, which reports from before their fields existed do not have
 
 
 def load_report(path: str | Path) -> dict:
@@ -69,12 +72,14 @@ def setup_lines(report: dict) -> str:
         f"freed memory: {bool(report.get('allocator'))}. `best` = {report['best']}.",
     ]
     for dtype, rates in report["compute_flops_per_sec"].items():
-        steps = ", ".join(
-            f"{b}: {v['flops_per_sec'] / 1e9:.1f}" for b, v in rates.items() if b != "square"
-        )
         lines.append(
             f"- {dtype} compute roof (2048 square): {rates['square'] / 1e9:.1f} GFLOP/s; "
-            f"the step's own matmuls: {steps}"
+            f"the step's own matmuls: {_step_rates(rates)}"
+        )
+    for dtype, rates in report.get("compute_flops_per_sec_xla", {}).items():
+        lines.append(
+            f"- {dtype} matmuls compiled by XLA: 2048 square {rates['square'] / 1e9:.1f} "
+            f"GFLOP/s; the step's own matmuls: {_step_rates(rates)}"
         )
     memory = report["memory_bytes_per_sec"]
     lines.append(
@@ -86,6 +91,12 @@ def setup_lines(report: dict) -> str:
     )
     lines.append(f"- float32 roof timed in the rounds (median GFLOP/s): {in_turns}")
     return "\n".join(lines)
+
+
+def _step_rates(rates: dict) -> str:
+    return ", ".join(
+        f"{b}: {v['flops_per_sec'] / 1e9:.1f}" for b, v in rates.items() if b != "square"
+    )
 
 
 def batch_tables(report: dict) -> list[str]:
@@ -116,11 +127,21 @@ def _batch_table(report: dict, batch: int) -> str:
                 )
             ),
             f"{100 * r['matmul_share']:.0f} %",
+            *_newer_cells(r),
         ]
         for r in report["results"]
         if r["batch_size"] == batch
     ]
-    return head + "\n\n" + _table(list(COLUMNS), rows)
+    return head + "\n\n" + _table(list(COLUMNS[: len(rows[0])]), rows)
+
+
+def _newer_cells(row: dict) -> list[str]:
+    if "serial_limit_examples_per_sec" not in row:
+        return []
+    return [
+        f"{100 * row['matmul_share_as_compiled']:.0f} %",
+        f"{row['serial_limit_examples_per_sec']:,.0f} ({100 * row['serial_limit_of_dtype_roof']:.1f} %)",
+    ]
 
 
 def sweep_table(report: dict) -> str:

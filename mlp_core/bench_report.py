@@ -21,7 +21,8 @@ def table(report: dict) -> str:
         f"{bool(report.get('allocator'))}",
         *roof_lines(report),
         f"{'variant':<16}{'batch':>6}{'examples/s':>12}{'spread':>8}{'min':>9}{'max':>9}"
-        f"{'vs keras':>10}{'of limit':>10}{'of roof':>9}{'in turns':>9}{'of line':>9}{'matmul':>8}",
+        f"{'vs keras':>10}{'of limit':>10}{'of roof':>9}{'in turns':>9}{'of line':>9}{'matmul':>8}"
+        f"{'compiled':>9}{'serial':>8}",
     ]
     lines += [
         f"{r['variant']:<16}{r['batch_size']:>6}{r['examples_per_sec']:>12,.0f}{r['spread']:>8,.0f}"
@@ -29,14 +30,23 @@ def table(report: dict) -> str:
         f"{100 * r['fraction_of_limit']:>9.1f}%{100 * r['fraction_of_dtype_roof']:>8.1f}%"
         f"{100 * r['fraction_of_roof_in_turns']:>8.1f}%"
         f"{100 * r['fraction_of_roofline']:>8.1f}%{100 * r['matmul_share']:>7.0f}%"
+        f"{_percent(r.get('matmul_share_as_compiled')):>9}"
+        f"{_percent(r.get('fraction_of_serial_limit')):>8}"
         for r in report["results"]
     ]
     lines.append(
         "of roof: of the compute roof of the variant's dtype; in turns: of the float32 "
         "roof timed in the same rounds; of line: of the roofline limit; matmul: the step's "
-        "matmuls alone / the step"
+        "matmuls alone (the graph's kernels) / the step; compiled: the same, with the matmuls "
+        "compiled as the variant compiles them (XLA's kernels for XLA variants); serial: of the "
+        "serial limit (those matmuls, then the optimizer's pass at the memory roof)"
     )
     return "\n".join(lines + input_lines(report) + scaling_lines(report) + accuracy_lines(report))
+
+
+def _percent(share: float | None) -> str:
+    """A share as a whole percentage; "-" for a report from before the field existed."""
+    return "-" if share is None else f"{100 * share:.0f}%"
 
 
 def roof_lines(report: dict) -> list[str]:
@@ -45,13 +55,18 @@ def roof_lines(report: dict) -> list[str]:
         f"memory roof {memory['roof'] / 1e9:.1f} GB/s (copy {memory['copy'] / 1e9:.1f}, "
         f"update {memory['update'] / 1e9:.1f})"
     ]
-    for dtype, rates in report["compute_flops_per_sec"].items():
-        steps = ", ".join(
-            f"{b}: {v['flops_per_sec'] / 1e9:.0f}" for b, v in rates.items() if b != "square"
-        )
-        lines.append(
-            f"{dtype} roof {rates['square'] / 1e9:.0f} GFLOP/s (square); step matmuls by batch {steps}"
-        )
+    for label, key in (
+        ("roof", "compute_flops_per_sec"),
+        ("under XLA", "compute_flops_per_sec_xla"),
+    ):
+        for dtype, rates in report.get(key, {}).items():
+            steps = ", ".join(
+                f"{b}: {v['flops_per_sec'] / 1e9:.0f}" for b, v in rates.items() if b != "square"
+            )
+            lines.append(
+                f"{dtype} {label} {rates['square'] / 1e9:.0f} GFLOP/s (square); "
+                f"step matmuls by batch {steps}"
+            )
     for dtype, per_batch in report["roofline"].items():
         lines.append(
             f"{dtype} roofline ex/s: "

@@ -90,6 +90,18 @@ def roofline(
     }
 
 
+def serial_limit(config: Config, batch: int, matmul_seconds: float, bytes_per_sec: float) -> float:
+    """Examples/s of a step made only of its products (taking `matmul_seconds`, as measured) and
+    then the optimizer's pass over the parameters at the memory roof, one after the other.
+
+    The roofline lets the two overlap fully; a step whose update waits for its gradients, as the
+    reference step's does, overlaps them little, so this is the nearer limit for it: with these
+    kernels, only a step that hides its update behind its products can beat it.
+    """
+    update = step_bytes(config, batch)["parameters"] / bytes_per_sec
+    return batch / (matmul_seconds + update)
+
+
 def jitter(values) -> dict:
     """Median, robust spread (1.4826 x median absolute deviation: the standard deviation for
     normal noise, unmoved by a few outliers), minimum and maximum."""
@@ -134,6 +146,32 @@ def matmul_loop(shapes, dtype: tf.DType):
     return run
 
 
+def xla_matmul_loop(shapes, dtype: tf.DType):
+    """`matmul_loop` compiled by XLA, for the matmuls an XLA step runs (XLA's own dot kernels).
+
+    XLA would hoist a product of loop-invariant operands out of the loop and time nothing, so each
+    iteration writes the last products' sum into one element of every left operand, in place: one
+    element per operand per iteration, and the products stay inside the loop.
+    """
+    operands = _operands(shapes, dtype)
+
+    def body(i, carry, *lefts):
+        products = [
+            tf.matmul(a, b, transpose_a=ta, transpose_b=tb)[0, 0]
+            for a, (_, b, ta, tb) in zip(lefts, operands)
+        ]
+        carry = tf.add_n(products) * tf.constant(1e-9, dtype)
+        lefts = [tf.tensor_scatter_nd_update(a, [[0, 0]], [a[0, 0] + carry]) for a in lefts]
+        return (i + 1, carry, *lefts)
+
+    @tf.function(input_signature=[tf.TensorSpec([], tf.int32)], jit_compile=True)
+    def run(n):
+        start = (tf.constant(0), tf.zeros([], dtype), *[a for a, _, _, _ in operands])
+        return tf.while_loop(lambda i, *_: i < n, body, start)[1]
+
+    return run
+
+
 def time_loop(run, repeats: int) -> float:
     """Seconds per iteration of a warmed-up compiled loop (`run(n)`)."""
     run(tf.constant(1)).numpy()
@@ -154,20 +192,23 @@ def matmul_rates(
     device: str,
     square: int = 2048,
     flops: float = 1e10,
+    xla: bool = False,
 ) -> dict:
     """FLOP/s of one large square product and of the reference step's products per batch size
-    (each loop long enough for about `flops` FLOPs, so the clock's resolution does not matter)."""
+    (each loop long enough for about `flops` FLOPs, so the clock's resolution does not matter);
+    with `xla`, as XLA compiles them."""
+    make_loop = xla_matmul_loop if xla else matmul_loop
     with tf.device(device):
         square = min(square, max(64, round((flops / 2) ** (1 / 3))))
         big = [((square, square), (square, square), False, False)]
         repeats = max(3, round(flops / matmul_flops(big)))
         rates: dict[str, float | dict[str, float]] = {
-            "square": matmul_flops(big) / best_seconds(matmul_loop(big, DTYPES[dtype]), repeats)
+            "square": matmul_flops(big) / best_seconds(make_loop(big, DTYPES[dtype]), repeats)
         }
         for batch in batch_sizes:
             shapes = step_matmul_shapes(config, batch)
             repeats = max(3, round(flops / matmul_flops(shapes)))
-            seconds = best_seconds(matmul_loop(shapes, DTYPES[dtype]), repeats)
+            seconds = best_seconds(make_loop(shapes, DTYPES[dtype]), repeats)
             rates[str(batch)] = {
                 "flops_per_sec": matmul_flops(shapes) / seconds,
                 "seconds": seconds,

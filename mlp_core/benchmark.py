@@ -267,10 +267,15 @@ def measure_roofs(plan: Plan, device: str | None) -> dict:
     target = device or "/CPU:0"
     dtypes = ["float32", "bfloat16"] + (["float16"] if "GPU" in target.upper() else [])
     batch_sizes = list(plan.batch_sizes)
-    compute = {
-        dtype: roofs.matmul_rates(REFERENCE, batch_sizes, dtype, target, flops=plan.roof_flops)
-        for dtype in dtypes
-    }
+    compute, compiled = (
+        {
+            dtype: roofs.matmul_rates(
+                REFERENCE, batch_sizes, dtype, target, flops=plan.roof_flops, xla=xla
+            )
+            for dtype in dtypes
+        }
+        for xla in (False, True)
+    )
     memory = roofs.memory_rates(target, plan.roof_megabytes)
     bandwidth = max(memory.values())
     line = {
@@ -284,6 +289,7 @@ def measure_roofs(plan: Plan, device: str | None) -> dict:
     }
     return {
         "compute_flops_per_sec": compute,
+        "compute_flops_per_sec_xla": compiled,
         "memory_bytes_per_sec": {**memory, "roof": bandwidth},
         "step_bytes": {str(b): roofs.step_bytes(REFERENCE, b) for b in batch_sizes},
         "roofline": line,
@@ -294,10 +300,9 @@ def result_row(
     name: str, batch: int, samples: list[float], keras_eps: float, config: Config, limits: dict
 ) -> dict:
     """One variant at one batch size: median and jitter, against Keras fit, the float32 compute
-    limit (the old field), its own dtype's compute roof and the roofline, and its matmul share."""
+    limit (the old field), its own dtype's compute roof and the roofline, and its matmuls."""
     stats, dtype = roofs.jitter(samples), roofs.PRECISION_DTYPE[config.precision]
     eps, line = stats["median"], limits["roofline"][dtype][str(batch)]
-    matmul_seconds = limits["compute_flops_per_sec"][dtype][str(batch)]["seconds"]
     return {
         "variant": name,
         "batch_size": batch,
@@ -309,11 +314,29 @@ def result_row(
         "roofline_limit_examples_per_sec": line["limit_examples_per_sec"],
         "bound": line["bound"],
         "fraction_of_roofline": eps / line["limit_examples_per_sec"],
-        "matmul_share": matmul_seconds / (batch / eps),
+        **_matmul_fields(batch, eps, config, limits),
         "spread": stats["spread"],
         "min": stats["min"],
         "max": stats["max"],
         "rounds": stats["samples"],
+    }
+
+
+def _matmul_fields(batch: int, eps: float, config: Config, limits: dict) -> dict:
+    """The step's matmul share, against the graph's kernels (the old field) and against those of
+    the variant's own compiler (XLA's for an XLA variant), and the serial limit of the latter."""
+    dtype = roofs.PRECISION_DTYPE[config.precision]
+    graph = limits["compute_flops_per_sec"][dtype][str(batch)]["seconds"]
+    rates = limits["compute_flops_per_sec_xla" if config.jit_compile else "compute_flops_per_sec"]
+    compiled = rates[dtype][str(batch)]["seconds"]
+    serial = roofs.serial_limit(REFERENCE, batch, compiled, limits["memory_bytes_per_sec"]["roof"])
+    compute_bound = limits["roofline"][dtype][str(batch)]["compute_bound_examples_per_sec"]
+    return {
+        "matmul_share": graph / (batch / eps),
+        "matmul_share_as_compiled": compiled / (batch / eps),
+        "serial_limit_examples_per_sec": serial,
+        "serial_limit_of_dtype_roof": serial / compute_bound,
+        "fraction_of_serial_limit": eps / serial,
     }
 
 
@@ -415,6 +438,7 @@ def goals(results: list[dict]) -> dict:
                         "fraction_of_dtype_roof",
                         "fraction_of_roof_in_turns",
                         "vs_keras_fit",
+                        "serial_limit_of_dtype_roof",
                     )
                 }
     return out

@@ -6,8 +6,10 @@ import dataclasses
 import json
 import os
 import platform
+import re
 
 import pytest
+import tensorflow as tf
 
 from mlp_core import bench_modes, bench_roofs, fastpaths
 from mlp_core.bench_markdown import markdown
@@ -15,6 +17,7 @@ from mlp_core.bench_report import save_plot, save_roofline_plot, save_sweep_plot
 from mlp_core.benchmark import (
     REFERENCE,
     Plan,
+    result_row,
     run_benchmark,
     steps_for,
     training_flops,
@@ -61,6 +64,61 @@ def test_jitter_on_known_numbers():
     assert (stats["min"], stats["max"]) == (1.0, 100.0)
 
 
+def _dots_in_loop_body(loop) -> list[str]:
+    """The dot instructions of the optimized HLO's while-loop body, with their result shapes."""
+    hlo = loop.experimental_get_compiler_ir(tf.constant(3))(stage="optimized_hlo")
+    body = re.search(r"while\(.*?body=(%[\w.\-]+)", hlo).group(1)
+    block = re.search(re.escape(body) + r" \(.*?\n}", hlo, re.S).group(0)
+    return re.findall(r"= (f32\[[\d,]+\])\{[\d,]+\} dot\(", block)
+
+
+def test_the_xla_matmul_loop_multiplies_in_every_iteration():
+    """XLA hoists a product of loop-invariant operands out of a loop (the graph loop's operands,
+    compiled as they are, leave no dot in the loop at all), so `xla_matmul_loop` updates its left
+    operands in place every iteration: the full-size products stay in the loop body."""
+    shapes = [((8, 16), (16, 4), False, False), ((8, 16), (8, 4), True, False)]
+    dots = _dots_in_loop_body(bench_roofs.xla_matmul_loop(shapes, tf.float32))
+    assert sorted(dots) == ["f32[16,4]", "f32[8,4]"]
+    hoisted = tf.function(
+        bench_roofs.matmul_loop(shapes, tf.float32).python_function,
+        input_signature=[tf.TensorSpec([], tf.int32)],
+        jit_compile=True,
+    )
+    assert _dots_in_loop_body(hoisted) == []
+    rates = bench_roofs.matmul_rates(TINY, [4], "float32", "/CPU:0", flops=1e5, xla=True)
+    assert set(rates) == {"square", "4"} and rates["4"]["flops_per_sec"] > 0
+
+
+def test_the_serial_limit_of_a_tiny_mlp_by_hand():
+    # 1,600 parameters, each read or written 7 times (weight, 2 Adam slots, gradient), 4 bytes
+    assert bench_roofs.serial_limit(TINY, 10, 1.0, bytes_per_sec=44_800.0) == 10 / (1.0 + 1.0)
+
+
+def test_the_matmul_share_as_compiled_takes_the_variants_compiler():
+    """A variant compiled by XLA is measured against XLA's matmul rates, the others against the
+    graph's; `matmul_share` stays the graph's for every variant (the field it always was)."""
+    line = {"compute_bound_examples_per_sec": 64_000.0, "limit_examples_per_sec": 64_000.0}
+    limits = {
+        "compute_flops_per_sec": {"float32": {"64": {"seconds": 0.001}}},
+        "compute_flops_per_sec_xla": {"float32": {"64": {"seconds": 0.002}}},
+        "roofline": {"float32": {"64": dict(line, bound="compute")}},
+        "limit_examples_per_sec": {"64": 64_000.0},
+        # the reference MLP's parameter traffic (15,002,904 bytes) in 1 ms
+        "memory_bytes_per_sec": {"roof": bench_roofs.step_bytes(REFERENCE, 64)["parameters"] * 1e3},
+    }
+    graph = dataclasses.replace(REFERENCE, batch_size=64)
+    xla = dataclasses.replace(graph, jit_compile=True)
+    # 32,000 ex/s at batch 64: 2 ms a step, so 1 ms of matmuls is half of it and 2 ms all of it;
+    # the serial limit adds the 1 ms update: 64 / 2 ms and 64 / 3 ms.
+    for config, share, serial in ((graph, 0.5, 32_000.0), (xla, 1.0, 64 / 0.003)):
+        row = result_row("v", 64, [32_000.0] * 3, 16_000.0, config, limits)
+        assert row["matmul_share"] == pytest.approx(0.5)
+        assert row["matmul_share_as_compiled"] == pytest.approx(share)
+        assert row["serial_limit_examples_per_sec"] == pytest.approx(serial)
+        assert row["serial_limit_of_dtype_roof"] == pytest.approx(serial / 64_000.0)
+        assert row["fraction_of_serial_limit"] == pytest.approx(32_000.0 / serial)
+
+
 def test_olympic_mean_and_time_stats():
     assert bench_modes.olympic_mean([5.0, 1.0, 3.0, 9.0]) == 4.0
     assert bench_modes.olympic_mean([2.0, 4.0]) == 3.0
@@ -103,6 +161,7 @@ FIELDS = {
     "allocator",
     "onednn",
     "compute_flops_per_sec",
+    "compute_flops_per_sec_xla",
     "memory_bytes_per_sec",
     "step_bytes",
     "roofline",
@@ -110,6 +169,12 @@ FIELDS = {
     "input_pipeline",
     "goals",
     "results",
+}
+NEWER_FIELDS = {  # a row's fields that older reports (docs/benchmark.json) do not have
+    "matmul_share_as_compiled",
+    "serial_limit_examples_per_sec",
+    "serial_limit_of_dtype_roof",
+    "fraction_of_serial_limit",
 }
 ROW_FIELDS = {
     "variant",
@@ -123,6 +188,10 @@ ROW_FIELDS = {
     "bound",
     "fraction_of_roofline",
     "matmul_share",
+    "matmul_share_as_compiled",
+    "serial_limit_examples_per_sec",
+    "serial_limit_of_dtype_roof",
+    "fraction_of_serial_limit",
     "spread",
     "min",
     "max",
@@ -201,6 +270,18 @@ def assert_markdown_says_what_the_report_says(report: dict) -> None:
         f"| 32 | {rate['keras_fit', 32]:,.0f} | {rate['best_float32', 32]:,.0f} |"
     )
     assert row_64.startswith("| 64 |") and "Scaling" not in text and "Time to" not in text
+    assert table_64[0].endswith("| matmul share | as compiled | serial limit (of own roof) |")
+    assert "compiled by XLA" in text
+    # A report from before the XLA matmul rates existed renders without their columns.
+    old = dict(
+        report,
+        results=[{k: v for k, v in r.items() if k not in NEWER_FIELDS} for r in report["results"]],
+    )
+    del old["compute_flops_per_sec_xla"]
+    older = markdown(old).split("Batch 64 ")[1].split("\n\n")[1].splitlines()
+    assert older[0].endswith("| matmul share |") and next(
+        line for line in table(old).splitlines() if line.startswith("plain ")
+    ).endswith("%        -       -")
 
 
 def assert_the_script_reports_a_saved_run_again(report: dict, tmp_path) -> None:
