@@ -39,7 +39,6 @@ COLUMNS = (
     "as compiled",
     "serial limit (of own roof)",
 )
-NEWER = 2  # the last columns, which reports from before their fields existed do not have
 
 
 def load_report(path: str | Path) -> dict:
