@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from mlp_core import bench_modes, bench_roofs, fastpaths
-from mlp_core.bench_markdown import markdown
+from mlp_core.bench_markdown import load_report, markdown
 from mlp_core.bench_report import save_plot, save_roofline_plot, save_sweep_plot, table
 from mlp_core.benchmark import (
     REFERENCE,
@@ -25,7 +25,7 @@ from mlp_core.benchmark import (
 )
 from mlp_core.errors import UserError
 from mlp_core.loop import load_splits
-from tests.conftest import assert_clean_error, run_here, run_script, tiny_config
+from tests.conftest import ROOT, assert_clean_error, run_here, run_script, tiny_config
 
 TINY = dataclasses.replace(REFERENCE, hidden=(2,))  # 784-2-10
 
@@ -291,6 +291,16 @@ def assert_the_script_reports_a_saved_run_again(report: dict, tmp_path) -> None:
     assert (tmp_path / "t.md").read_text() == markdown(report)
     for name in ("bench.png", "bench_sweep.png", "bench_roofline.png"):
         assert (saved.parent / name).read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("name", ["benchmark.json", "benchmark_xeon.json", "benchmark_avx2.json"])
+def test_the_committed_reports_render_every_median(name):
+    """docs/throughput.md quotes these runs, so a renamed field must not leave one unreadable."""
+    report = load_report(ROOT / "docs" / name)
+    text, rows = markdown(report), report["results"]
+    missing = [r for r in rows if f"| {r['examples_per_sec']:,.0f} |" not in text]
+    assert rows and not missing
+    assert all(f"{r['examples_per_sec']:,.0f}" in table(report) for r in rows)
 
 
 def test_reporting_a_missing_or_foreign_file_is_one_line(tmp_path):
