@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from mlp_core.config import Config
+from mlp_core.model import matmul
 from mlp_core.pipeline import FEATURES
 
 DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}
@@ -138,9 +139,7 @@ def matmul_loop(shapes, dtype: tf.DType):
     def run(n):
         carry = tf.zeros([], dtype)
         for _ in tf.range(n):
-            carry += tf.add_n(
-                [tf.matmul(a, b, transpose_a=ta, transpose_b=tb)[0, 0] for a, b, ta, tb in operands]
-            )
+            carry += tf.add_n([matmul(a, b, ta, tb)[0, 0] for a, b, ta, tb in operands])
         return carry
 
     return run
@@ -156,10 +155,7 @@ def xla_matmul_loop(shapes, dtype: tf.DType):
     operands = _operands(shapes, dtype)
 
     def body(i, carry, *lefts):
-        products = [
-            tf.matmul(a, b, transpose_a=ta, transpose_b=tb)[0, 0]
-            for a, (_, b, ta, tb) in zip(lefts, operands)
-        ]
+        products = [matmul(a, b, ta, tb)[0, 0] for a, (_, b, ta, tb) in zip(lefts, operands)]
         carry = tf.add_n(products) * tf.constant(1e-9, dtype)
         lefts = [tf.tensor_scatter_nd_update(a, [[0, 0]], [a[0, 0] + carry]) for a in lefts]
         return (i + 1, carry, *lefts)

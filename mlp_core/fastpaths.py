@@ -24,9 +24,10 @@ CPU_DEFAULTS: dict[str, Any] = dict(
     jit_compile=True, steps_per_call=16, data_on_device=True, precision="float32"
 )
 # CPUs with bfloat16 dot-product instructions multiply bfloat16 matrices faster than float32 ones
-# (docs/throughput.md has the figures); without them bfloat16 is emulated and slower, so those
-# keep float32. There XLA multiplies bfloat16 no faster than float32, while the graph's oneDNN
-# kernels multiply it much faster (docs/throughput.md), so bfloat16 keeps the graph loop.
+# (docs/throughput.md has the figures); without them bfloat16 is emulated and slower (even with
+# its layers as float32 kernels, model.bf16_products_in_float32), so those keep float32. On the
+# CPUs with them, XLA multiplies bfloat16 no faster than float32, while the graph's oneDNN kernels
+# multiply it much faster (docs/throughput.md), so bfloat16 keeps the graph loop.
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CPU_BF16_DEFAULTS: dict[str, Any] = {
     **CPU_DEFAULTS,

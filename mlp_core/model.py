@@ -6,10 +6,13 @@ inspected) as soon as it is constructed. The model returns logits; softmax lives
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 
 import tensorflow as tf
+
+from mlp_core.fastpaths import cpu_has_bf16
 
 ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "relu": tf.nn.relu,
@@ -20,6 +23,45 @@ ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "swish": tf.nn.silu,
     "linear": tf.identity,
 }
+
+
+@functools.cache
+def bf16_products_in_float32() -> bool:
+    """Whether bfloat16 products run as float32 kernels here: on a CPU without bfloat16
+    instructions and no GPU. TensorFlow's own bfloat16 kernels there are emulated, slower and
+    less exact (docs/throughput.md); the float32 kernels on the same bfloat16 values give what
+    a bfloat16 product with float32 accumulation gives, up to the order of the sums."""
+    return not cpu_has_bf16() and not tf.config.list_physical_devices("GPU")
+
+
+def matmul(
+    a: tf.Tensor,
+    b: tf.Tensor,
+    transpose_a: bool = False,
+    transpose_b: bool = False,
+    through_float32: bool | None = None,
+) -> tf.Tensor:
+    """`tf.matmul` in the operands' dtype, as the model multiplies (the roofs time this): bfloat16
+    through float32 kernels where that is faster (`through_float32`; None:
+    `bf16_products_in_float32()`)."""
+    if through_float32 is None:
+        through_float32 = a.dtype == tf.bfloat16 and bf16_products_in_float32()
+    if not through_float32:
+        return tf.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
+    return tf.cast(float32_product(a, b, transpose_a, transpose_b), a.dtype)
+
+
+def float32_product(
+    a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: bool = False
+) -> tf.Tensor:
+    """The float32 product of (bfloat16) operands. The casts are differentiable, so gradients
+    come back to the operands rounded to their dtype, as from a bfloat16 product."""
+    return tf.matmul(
+        tf.cast(a, tf.float32),
+        tf.cast(b, tf.float32),
+        transpose_a=transpose_a,
+        transpose_b=transpose_b,
+    )
 
 
 def init_weights(
@@ -58,10 +100,16 @@ class Dense(tf.Module):
 
     @tf.Module.with_name_scope  # groups its ops in the Graphs dashboard
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        """Computes in x's dtype: float32 weights are cast for mixed precision (a no-op otherwise)."""
-        return self.activation(
-            tf.matmul(x, tf.cast(self.kernel, x.dtype)) + tf.cast(self.bias, x.dtype)
-        )
+        """Computes in x's dtype: float32 weights are cast for mixed precision (a no-op otherwise).
+
+        Where bfloat16 products run as float32 kernels, the bias and activation stay in float32
+        too and the output is rounded once, as a fused bfloat16 kernel (oneDNN's) computes them.
+        """
+        kernel, bias = tf.cast(self.kernel, x.dtype), tf.cast(self.bias, x.dtype)
+        if x.dtype == tf.bfloat16 and bf16_products_in_float32():
+            outputs = float32_product(x, kernel) + tf.cast(bias, tf.float32)
+            return tf.cast(self.activation(outputs), x.dtype)
+        return self.activation(tf.matmul(x, kernel) + bias)
 
 
 class MLP(tf.Module):

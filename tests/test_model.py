@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mlp_core.model import MLP, init_weights
+from mlp_core import model as model_module
+from mlp_core.model import MLP, Dense, init_weights, matmul
 from mlp_core.step import cross_entropy
 
 
@@ -86,3 +87,97 @@ def test_gradients_match_central_finite_differences(activation):
             numeric[i] = (sides[0] - sides[1]) / (2 * eps)
         var.assign(flat.reshape(var.shape))
         np.testing.assert_allclose(grad.numpy().ravel(), numeric, atol=1e-8, rtol=1e-6)
+
+
+def _bf16(shape, seed: int) -> tf.Tensor:
+    return tf.cast(np.random.default_rng(seed).normal(size=shape), tf.bfloat16)
+
+
+def _rounded_exact(a: tf.Tensor, b: tf.Tensor) -> np.ndarray:
+    """The exact product of the bfloat16 operands, rounded once to bfloat16."""
+    return tf.cast(tf.cast(a, tf.float64) @ tf.cast(b, tf.float64), tf.bfloat16).numpy()
+
+
+@pytest.mark.parametrize("transpose", [(False, False), (True, False), (False, True)])
+def test_bf16_products_through_float32_are_the_rounded_exact_products(transpose):
+    """The float32 kernels on bfloat16 operands give a bfloat16 product with float32
+    accumulation: nearly every element is the exact product rounded to bfloat16, and none is
+    further from it than one bfloat16 step plus float32's summation error bound."""
+    a, b = _bf16((128, 784), 0), _bf16((784, 512), 1)
+    ta, tb = transpose
+    left, right = (tf.transpose(a) if ta else a), (tf.transpose(b) if tb else b)
+    product = matmul(left, right, ta, tb, through_float32=True)
+    assert product.dtype == tf.bfloat16
+    exact = _rounded_exact(a, b).astype(np.float64)
+    got = product.numpy().astype(np.float64)
+    assert np.mean(got == exact) > 0.999
+    step = 2.0 ** (np.floor(np.log2(np.abs(exact) + 1e-30)) - 7)  # 8 significant bits
+    magnitudes = np.abs(a.numpy().astype(np.float64)) @ np.abs(b.numpy().astype(np.float64))
+    assert np.all(np.abs(got - exact) <= step + 784 * 2.0**-24 * magnitudes)
+
+
+def test_bf16_gradients_through_float32_match_the_bf16_chain_rule():
+    """The casts around the float32 product pass gradients as a bfloat16 product would: the
+    input's and the kernel's gradients are the rounded exact products of the bfloat16 upstream
+    gradient with the bfloat16 operands."""
+    x, kernel, upstream = (
+        _bf16((64, 784), 2),
+        tf.Variable(tf.random.normal([784, 256])),
+        _bf16((64, 256), 3),
+    )
+    k16 = tf.cast(kernel, tf.bfloat16)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y = matmul(x, tf.cast(kernel, tf.bfloat16), through_float32=True)
+        loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(upstream, tf.float32))
+    dx, dk = tape.gradient(loss, [x, kernel])
+    assert dx.dtype == tf.bfloat16 and dk.dtype == tf.float32
+    for got, want in (
+        (dx, _rounded_exact(upstream, tf.transpose(k16))),
+        (dk, _rounded_exact(tf.transpose(x), upstream)),
+    ):
+        assert np.mean(got.numpy().astype(np.float64) == want.astype(np.float64)) > 0.999
+
+
+@pytest.fixture
+def cpu_bf16(monkeypatch):
+    """`cpu_bf16(flag)`: the model sees a CPU with (True) or without (False) bfloat16
+    instructions; with a GPU the model always uses its bfloat16 kernels, so the tests skip."""
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("with a GPU, bfloat16 products always use its bfloat16 kernels")
+
+    def pretend(has_bf16: bool) -> None:
+        model_module.bf16_products_in_float32.cache_clear()
+        monkeypatch.setattr(model_module, "cpu_has_bf16", lambda: has_bf16)
+
+    yield pretend
+    model_module.bf16_products_in_float32.cache_clear()
+
+
+def test_a_bf16_layer_through_float32_rounds_once_like_a_fused_kernel(cpu_bf16):
+    """matmul, bias and ReLU in float32 on the bfloat16 values, then one rounding: the exact
+    result rounded to bfloat16, but for the rare sum float32 rounds across a boundary."""
+    cpu_bf16(False)
+    layer = Dense(784, 256, tf.random.Generator.from_seed(0), "relu")
+    layer.bias.assign(tf.random.normal([256]))
+    x = _bf16((64, 784), 4)
+    got = layer(x)
+    assert got.dtype == tf.bfloat16
+    k, b = (tf.cast(tf.cast(v, tf.bfloat16), tf.float64) for v in (layer.kernel, layer.bias))
+    exact = tf.cast(tf.nn.relu(tf.cast(x, tf.float64) @ k + b), tf.bfloat16).numpy()
+    assert np.mean(got.numpy() == exact) > 0.999
+
+
+@pytest.mark.parametrize("has_bf16, kernel_dtype", [(False, tf.float32), (True, tf.bfloat16)])
+def test_bf16_models_use_float32_kernels_only_without_bf16_instructions(
+    cpu_bf16, has_bf16, kernel_dtype
+):
+    cpu_bf16(has_bf16)
+    mlp = MLP(hidden=(32,), seed=0)
+
+    def matmul_dtypes(spec: tf.TensorSpec) -> set:
+        graph = tf.function(lambda x: mlp(x)).get_concrete_function(spec).graph
+        return {op.get_attr("T") for op in graph.get_operations() if op.type == "MatMul"}
+
+    assert matmul_dtypes(tf.TensorSpec([8, 784], tf.bfloat16)) == {kernel_dtype}
+    assert matmul_dtypes(tf.TensorSpec([8, 784], tf.float32)) == {tf.float32}
