@@ -1,4 +1,5 @@
-"""The MLP: named variables from __init__, correct shapes, and exact gradients."""
+"""The MLP: named variables from __init__, correct shapes, exact gradients, and bfloat16 layers
+through float32 kernels that round as a bfloat16 kernel would."""
 
 from __future__ import annotations
 
@@ -126,7 +127,7 @@ def test_bf16_gradients_through_float32_match_the_bf16_chain_rule():
         _bf16((64, 256), 3),
     )
     k16 = tf.cast(kernel, tf.bfloat16)
-    with tf.GradientTape(persistent=True) as tape:
+    with tf.GradientTape() as tape:
         tape.watch(x)
         y = matmul(x, tf.cast(kernel, tf.bfloat16), through_float32=True)
         loss = tf.reduce_sum(tf.cast(y, tf.float32) * tf.cast(upstream, tf.float32))
