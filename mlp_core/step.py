@@ -13,7 +13,7 @@ import tensorflow as tf
 from mlp_core.augment import Augmentation
 from mlp_core.data import NUM_CLASSES
 from mlp_core.ema import WeightAverage
-from mlp_core.model import MLP
+from mlp_core.model import MLP, bf16_products_in_float32
 from mlp_core.optim import Optimizer
 from mlp_core.pipeline import FEATURES, DeviceData
 
@@ -47,9 +47,18 @@ def cross_entropy(logits: tf.Tensor, one_hot: tf.Tensor, label_smoothing: float 
 
 
 def preprocess(images: tf.Tensor, normalize: bool, dtype: tf.DType = tf.float32) -> tf.Tensor:
-    """uint8 pixels -> floats, scaled to [0, 1] unless the normalization experiment turns it off."""
-    x = tf.cast(images, dtype)
-    return x / 255.0 if normalize else x
+    """uint8 pixels -> floats, scaled to [0, 1] unless the normalization experiment turns it off.
+
+    Where bfloat16 arithmetic is emulated (`bf16_products_in_float32`), a bfloat16 batch is
+    scaled in float32 and rounded once: the same values as dividing in bfloat16 (whose CPU
+    kernel divides in float32 and rounds), without the emulated elementwise kernels. With
+    bfloat16 instructions the float32 form was not faster, so it is not used there
+    (docs/throughput.md)."""
+    if not normalize:
+        return tf.cast(images, dtype)
+    if dtype == tf.bfloat16 and bf16_products_in_float32():
+        return tf.cast(tf.cast(images, tf.float32) / 255.0, dtype)
+    return tf.cast(images, dtype) / 255.0
 
 
 class RunningMetrics(tf.Module):

@@ -9,7 +9,7 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_config
 
-from mlp_core import fastpaths
+from mlp_core import fastpaths, step
 from mlp_core.checkpointing import Checkpointer
 from mlp_core.config import Config
 from mlp_core.errors import UserError
@@ -77,6 +77,19 @@ def test_normalization_happens_in_the_step_and_can_be_switched_off():
     pixels = tf.constant([[0, 51, 255]], tf.uint8)
     np.testing.assert_allclose(preprocess(pixels, True).numpy(), [[0.0, 0.2, 1.0]])
     np.testing.assert_array_equal(preprocess(pixels, False).numpy(), [[0.0, 51.0, 255.0]])
+
+
+@pytest.mark.parametrize("scaled_in_float32", [True, False])
+def test_bfloat16_pixels_are_the_float32_quotients_rounded_once(monkeypatch, scaled_in_float32):
+    """Both forms (float32 then one rounding where bfloat16 is emulated; bfloat16 kernels
+    elsewhere) give the same bits for every pixel value."""
+    monkeypatch.setattr(step, "bf16_products_in_float32", lambda: scaled_in_float32)
+    pixels = tf.range(256, dtype=tf.int32)
+    got = preprocess(tf.cast(pixels, tf.uint8), True, tf.bfloat16)
+    assert got.dtype == tf.bfloat16
+    rounded_once = tf.cast(tf.cast(pixels, tf.float32) / 255.0, tf.bfloat16)
+    np.testing.assert_array_equal(got.numpy(), rounded_once.numpy())
+    assert len(np.unique(got.numpy())) == 256 and got.numpy()[-1] == 1.0
 
 
 def test_run_writes_config_metrics_and_a_restorable_model(tmp_path):
