@@ -25,6 +25,8 @@ REQUIRED = (
     "roof_in_turns_flops_per_sec",
     "results",
 )
+# The README's table: the baseline, the plain step, the fastest paths, and what train.py picks.
+SUMMARY_VARIANTS = ("keras_fit", "plain", "best_float32", "best_xla", "best")
 COLUMNS = (
     "variant",
     "ex/s (median)",
@@ -58,7 +60,7 @@ def load_report(path: str | Path) -> dict:
 def markdown(report: dict) -> str:
     """Every measured section: the set-up, the roofs, one table per detailed batch size, the sweep,
     scaling and time to accuracy (the last two only when the run measured them)."""
-    parts = [setup_lines(report), *batch_tables(report), sweep_table(report)]
+    parts = [summary_table(report), setup_lines(report), *batch_tables(report), sweep_table(report)]
     parts += [scaling_table(report), accuracy_table(report)]
     return "\n\n".join(part for part in parts if part) + "\n"
 
@@ -90,6 +92,30 @@ def setup_lines(report: dict) -> str:
     )
     lines.append(f"- float32 roof timed in the rounds (median GFLOP/s): {in_turns}")
     return "\n".join(lines)
+
+
+def summary_table(report: dict, variants: tuple[str, ...] = SUMMARY_VARIANTS) -> str:
+    """The README's table: the main variants at the detailed batch sizes, each rate with its
+    spread, against Keras `fit` and against the compute roof of the dtype it multiplies in."""
+    batches = detailed_batches(report)
+    row_of = {(r["variant"], r["batch_size"]): r for r in report["results"]}
+    head = ["variant"]
+    for b in batches:
+        head += [f"batch {b}: ex/s (spread)", "vs Keras `fit`", "of its dtype's roof"]
+    rows = []
+    for name in variants:
+        if any((name, b) not in row_of for b in batches):
+            continue
+        found = [row_of[name, b] for b in batches]
+        cells = [f"`{name}` ({found[0]['dtype']})"]
+        for r in found:
+            cells += [
+                f"{r['examples_per_sec']:,.0f} ({r['spread']:,.0f})",
+                f"{r['vs_keras_fit']:.2f}x",
+                f"{100 * r['fraction_of_dtype_roof']:.1f} %",
+            ]
+        rows.append(cells)
+    return _table(head, rows) if rows and batches else ""
 
 
 def _step_rates(rates: dict) -> str:

@@ -7,7 +7,10 @@ from pathlib import Path
 
 from mlp_core.bench_roofs import matmul_flops, step_bytes, step_matmul_shapes
 
-SWEEP_LINES = ("keras_fit", "plain", "best_float32", "mixed_bfloat16", "best")
+# The lines of the sweep and roofline charts, where a run has them at more than one batch size.
+SWEEP_LINES = ("keras_fit", "plain", "best_float32", "best_xla", "mixed_bfloat16", "best")
+# One colour per variant in both charts (and red for the limits), so they read together.
+LINE_COLORS = dict(zip(SWEEP_LINES, ("gray", "C0", "C1", "C2", "C4", "C3")))
 
 
 def table(report: dict) -> str:
@@ -164,6 +167,16 @@ def _bars(ax, report: dict, batch: int) -> None:
     ax.legend(loc="upper right")
 
 
+def sweep_lines(report: dict, least: int = 2) -> list[str]:
+    """The charts' variants (SWEEP_LINES) that ran at `least` batch sizes or more: a line needs
+    two, a roofline point one."""
+    batches = {name: 0 for name in SWEEP_LINES}
+    for r in report["results"]:
+        if r["variant"] in batches:
+            batches[r["variant"]] += 1
+    return [name for name, count in batches.items() if count >= least]
+
+
 def save_sweep_plot(report: dict, path: str | Path) -> Path:
     """Examples/s against batch size (log axis) for the main variants, Keras fit and the rooflines."""
     import matplotlib.pyplot as plt
@@ -171,16 +184,13 @@ def save_sweep_plot(report: dict, path: str | Path) -> Path:
     from mlp_core.figures import save_figure
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in SWEEP_LINES:
+    for name in sweep_lines(report):
         rows = sorted(
             (r["batch_size"], r["examples_per_sec"])
             for r in report["results"]
             if r["variant"] == name
         )
-        if len(rows) > 1:
-            ax.plot(
-                *zip(*rows), marker="o", label=name, color="gray" if name == "keras_fit" else None
-            )
+        ax.plot(*zip(*rows), marker="o", label=name, color=LINE_COLORS[name])
     for dtype, style in (("float32", "--"), ("bfloat16", ":")):
         per_batch = sorted(
             (int(b), v["limit_examples_per_sec"]) for b, v in report["roofline"][dtype].items()
@@ -211,9 +221,11 @@ def save_roofline_plot(report: dict, path: str | Path) -> Path:
         ax.plot(
             intensity,
             np.minimum(rates["square"], bandwidth * intensity) / 1e9,
+            color="red",
+            linestyle="--" if dtype == "float32" else ":",
             label=f"{dtype} roof",
         )
-    for name in SWEEP_LINES:
+    for name in sweep_lines(report, least=1):
         points = [
             (
                 _intensity(r["batch_size"], r["dtype"]),
@@ -222,8 +234,9 @@ def save_roofline_plot(report: dict, path: str | Path) -> Path:
             for r in report["results"]
             if r["variant"] == name
         ]
-        if points:
-            ax.plot(*zip(*sorted(points)), marker="o", linestyle="-", linewidth=0.8, label=name)
+        ax.plot(
+            *zip(*sorted(points)), marker="o", linewidth=0.8, label=name, color=LINE_COLORS[name]
+        )
     ax.set(
         xscale="log",
         yscale="log",

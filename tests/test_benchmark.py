@@ -12,8 +12,14 @@ import pytest
 import tensorflow as tf
 
 from mlp_core import bench_modes, bench_roofs, fastpaths
-from mlp_core.bench_markdown import load_report, markdown
-from mlp_core.bench_report import save_plot, save_roofline_plot, save_sweep_plot, table
+from mlp_core.bench_markdown import load_report, markdown, summary_table
+from mlp_core.bench_report import (
+    save_plot,
+    save_roofline_plot,
+    save_sweep_plot,
+    sweep_lines,
+    table,
+)
 from mlp_core.benchmark import (
     REFERENCE,
     Plan,
@@ -238,6 +244,9 @@ def test_a_tiny_sweep_has_every_field_and_draws_its_charts(tmp_path):
     assert set(report["input_pipeline"]["32"]) == {"tf_data", "device_data"}
     assert list((tmp_path / "profile" / "plain-64" / "plugins" / "profile").glob("*/*.xplane.pb"))
     assert "best_float32" in table(report)
+    # plain ran at one batch size: a point on the roofline, no line in the sweep
+    assert sweep_lines(report) == ["keras_fit", "best_float32"]
+    assert sweep_lines(report, least=1) == ["keras_fit", "plain", "best_float32"]
     for save in (save_plot, save_sweep_plot, save_roofline_plot):
         assert save(report, tmp_path / f"{save.__name__}.png").read_bytes()[:4] == b"\x89PNG"
     # A bfloat16 row adds its own dtype's limit to the bars.
@@ -301,6 +310,41 @@ def test_the_committed_reports_render_every_median(name):
     missing = [r for r in rows if f"| {r['examples_per_sec']:,.0f} |" not in text]
     assert rows and not missing
     assert all(f"{r['examples_per_sec']:,.0f}" in table(report) for r in rows)
+
+
+def _row(variant: str, batch: int, rate: float, dtype: str = "float32") -> dict:
+    return {
+        "variant": variant,
+        "batch_size": batch,
+        "dtype": dtype,
+        "examples_per_sec": rate,
+        "spread": rate / 100,
+        "vs_keras_fit": rate / 1000,
+        "fraction_of_dtype_roof": rate / 10000,
+    }
+
+
+def test_the_summary_table_has_the_main_variants_at_the_detailed_batches():
+    main = (("best", 2500), ("mixed_bfloat16", 2400), ("keras_fit", 1000))
+    rows = [_row(v, b, r) for v, r in main for b in (8, 16)]
+    rows.append(_row("plain", 32, 1200))  # a batch of the sweep only: not a detailed one
+    text = summary_table({"results": rows})
+    lines = text.splitlines()
+    assert lines[0] == (
+        "| variant | batch 8: ex/s (spread) | vs Keras `fit` | of its dtype's roof "
+        "| batch 16: ex/s (spread) | vs Keras `fit` | of its dtype's roof |"
+    )
+    # in the README's order; mixed_bfloat16 is not one of its variants, plain not at 8 or 16
+    assert lines[2:] == [
+        "| `keras_fit` (float32) | 1,000 (10) | 1.00x | 10.0 % | 1,000 (10) | 1.00x | 10.0 % |",
+        "| `best` (float32) | 2,500 (25) | 2.50x | 25.0 % | 2,500 (25) | 2.50x | 25.0 % |",
+    ]
+
+
+def test_the_readme_quotes_the_committed_run_s_table():
+    """README.md shows docs/benchmark_xeon.json's summary as rendered, so neither drifts."""
+    rendered = summary_table(load_report(ROOT / "docs" / "benchmark_xeon.json"))
+    assert rendered.count("\n") >= 6 and rendered in (ROOT / "README.md").read_text()
 
 
 def test_reporting_a_missing_or_foreign_file_is_one_line(tmp_path):
