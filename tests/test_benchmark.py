@@ -341,7 +341,7 @@ def test_the_summary_table_has_the_main_variants_at_the_detailed_batches():
     ]
 
 
-def test_the_readme_quotes_the_committed_run_s_table():
+def test_the_readme_quotes_the_committed_run_table():
     """README.md shows docs/benchmark_xeon.json's summary as rendered, so neither drifts."""
     rendered = summary_table(load_report(ROOT / "docs" / "benchmark_xeon.json"))
     assert rendered.count("\n") >= 6 and rendered in (ROOT / "README.md").read_text()
