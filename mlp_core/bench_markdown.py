@@ -98,6 +98,8 @@ def summary_table(report: dict, variants: tuple[str, ...] = SUMMARY_VARIANTS) ->
     """The README's table: the main variants at the detailed batch sizes, each rate with its
     spread, against Keras `fit` and against the compute roof of the dtype it multiplies in."""
     batches = detailed_batches(report)
+    if not batches:  # a report with no rows
+        return ""
     row_of = {(r["variant"], r["batch_size"]): r for r in report["results"]}
     head = ["variant"]
     for b in batches:
@@ -115,7 +117,7 @@ def summary_table(report: dict, variants: tuple[str, ...] = SUMMARY_VARIANTS) ->
                 f"{100 * r['fraction_of_dtype_roof']:.1f} %",
             ]
         rows.append(cells)
-    return _table(head, rows) if rows and batches else ""
+    return _table(head, rows) if rows else ""
 
 
 def _step_rates(rates: dict) -> str:

@@ -339,6 +339,7 @@ def test_the_summary_table_has_the_main_variants_at_the_detailed_batches():
         "| `keras_fit` (float32) | 1,000 (10) | 1.00x | 10.0 % | 1,000 (10) | 1.00x | 10.0 % |",
         "| `best` (float32) | 2,500 (25) | 2.50x | 25.0 % | 2,500 (25) | 2.50x | 25.0 % |",
     ]
+    assert summary_table({"results": []}) == ""  # markdown() renders a report with no rows
 
 
 def test_the_readme_quotes_the_committed_run_table():
