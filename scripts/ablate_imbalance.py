@@ -10,8 +10,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.config import add_config_flags, config_from_args  # noqa: E402
-from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.config import add_config_flags, config_from_args  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"--keep must be in (0, 1], got {args.keep}")
     if not args.val_size:
         parser.error("--val-size must be > 0: the cut applies to the training part only")
-    from mlp_core.imbalance import ablate_imbalance
+    from mlp_core.analysis.imbalance import ablate_imbalance
 
     numbers = ablate_imbalance(config_from_args(args), args.digit, args.keep, args.prefix, args.out)
     print(

@@ -9,8 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.config import add_config_flags, config_from_args  # noqa: E402
-from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.config import add_config_flags, config_from_args  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,7 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.normalize:
         parser.error("--no-normalize: the experiment trains both ways itself")
-    from mlp_core.ablation import ablate_normalization
+    from mlp_core.analysis.ablation import ablate_normalization
 
     numbers = ablate_normalization(config_from_args(args), args.prefix)
     for name in ("normalized", "raw"):

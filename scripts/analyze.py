@@ -8,14 +8,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", required=True, type=Path, help="run directory, e.g. logs/<run>")
     args = parser.parse_args(argv)
-    from mlp_core.analysis import ANALYSIS, analyze_run
+    from mlp_core.analysis.mistakes import ANALYSIS, analyze_run
 
     numbers = analyze_run(args.run)
     rate = numbers["per_digit_error_rate"][numbers["hardest_digit"]]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.config import _nonneg_int, _positive_int  # noqa: E402
-from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.config import _nonneg_int, _positive_int  # noqa: E402
 
 
 def batch_sizes(text: str) -> list[int]:
@@ -158,7 +158,7 @@ def dry_run(args: argparse.Namespace) -> argparse.Namespace:
 
 def measure(args: argparse.Namespace, argv: list[str] | None) -> dict:
     """Run the benchmark the flags describe."""
-    from mlp_core.benchmark import Plan, run_all
+    from mlp_core.benchmark.throughput import Plan, run_all
 
     plan = Plan(
         batch_sizes=tuple(args.batch_sizes),
@@ -190,8 +190,8 @@ def measure(args: argparse.Namespace, argv: list[str] | None) -> dict:
 
 def write_outputs(report: dict, args: argparse.Namespace) -> None:
     """The JSON, the Markdown tables and the three charts, wherever the flags say."""
-    from mlp_core.bench_markdown import markdown
-    from mlp_core.bench_report import save_plot, save_roofline_plot, save_sweep_plot
+    from mlp_core.benchmark.markdown import markdown
+    from mlp_core.benchmark.report import save_plot, save_roofline_plot, save_sweep_plot
 
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
@@ -215,8 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.dry_run:
         args = dry_run(args)
-    from mlp_core.bench_markdown import load_report
-    from mlp_core.bench_report import table
+    from mlp_core.benchmark.markdown import load_report
+    from mlp_core.benchmark.report import table
 
     report = load_report(args.from_json) if args.from_json else measure(args, argv)
     print(table(report))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,8 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("logs/explore"), help="output directory")
     parser.add_argument("--data-dir", help="IDX files or mnist.npz; default: packaged copy")
     args = parser.parse_args(argv)
-    from mlp_core.data import load_mnist
-    from mlp_core.explore import explore, report
+    from mlp_core.analysis.explore import explore, report
+    from mlp_core.core.data import load_mnist
 
     stats = explore(load_mnist(args.data_dir), args.out)
     print(report(stats))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,9 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run", required=True, type=Path, help="run directory, e.g. logs/<run>")
     parser.add_argument("--out", type=Path, help="SavedModel directory; default <run>/saved_model")
     args = parser.parse_args(argv)
-    from mlp_core.export import SAVED_MODEL, export_model
-    from mlp_core.loop import load_trained_model
-    from mlp_core.rundir import load_config, run_lock
+    from mlp_core.serving.export import SAVED_MODEL, export_model
+    from mlp_core.training.loop import load_trained_model
+    from mlp_core.training.rundir import load_config, run_lock
 
     load_config(args.run)  # a clear error for a path that is not a run
     with run_lock(args.run):  # not while a trainer (or another export) is writing the run

@@ -9,8 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.config import add_config_flags, config_from_args  # noqa: E402
-from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.config import add_config_flags, config_from_args  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,11 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(parser)
     args = parser.parse_args(argv)
     config = config_from_args(args)
-    from mlp_core.analysis import ANALYSIS, analyze_run
-    from mlp_core.console import summary
-    from mlp_core.data import load_mnist
-    from mlp_core.explore import explore, report
-    from mlp_core.loop import train_and_evaluate
+    from mlp_core.analysis.explore import explore, report
+    from mlp_core.analysis.mistakes import ANALYSIS, analyze_run
+    from mlp_core.core.data import load_mnist
+    from mlp_core.training.console import summary
+    from mlp_core.training.loop import train_and_evaluate
 
     explored = Path(config.logdir) / "explore"
     print(report(explore(load_mnist(config.data_dir), explored)), f"\n-> {explored}/\n")

@@ -10,7 +10,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -20,8 +20,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--show", type=Path, metavar="PNG", help="also draw what the model saw")
     parser.add_argument("images", nargs="+", help="image files")
     args = parser.parse_args(argv)
-    from mlp_core.export import load_serving
-    from mlp_core.predict import predict_files, save_inputs_figure
+    from mlp_core.serving.export import load_serving
+    from mlp_core.serving.predict import predict_files, save_inputs_figure
 
     predictions, errors = predict_files(load_serving(args.model), args.images)
     if args.json:

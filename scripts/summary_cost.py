@@ -9,8 +9,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.config import add_config_flags, config_from_args  # noqa: E402
-from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.config import add_config_flags, config_from_args  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,7 +18,9 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(parser)
     parser.add_argument("--json", help="also write the figures to this file")
     args = parser.parse_args(argv)
-    from mlp_core.summary_cost import measure  # TensorFlow loads only after the flags are valid
+    from mlp_core.benchmark.summary_cost import (
+        measure,  # TensorFlow loads only after the flags are valid
+    )
 
     result = measure(config_from_args(args))
     for mode in ("on", "off"):

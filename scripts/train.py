@@ -12,8 +12,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from mlp_core.config import add_config_flags, config_from_args, explicit_fields, with_overrides  # noqa: E402
-from mlp_core.errors import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.config import (  # noqa: E402
+    add_config_flags,
+    config_from_args,
+    explicit_fields,
+    with_overrides,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -26,7 +31,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dry-run", action="store_true", help="one epoch on 1,024 images")
     args = parser.parse_args(argv)
-    from mlp_core.presets import apply_preset, describe
+    from mlp_core.config.presets import apply_preset, describe
 
     explicit = explicit_fields(argv)
     config = config_from_args(args)
@@ -36,9 +41,9 @@ def main(argv: list[str] | None = None) -> int:
             print(describe(config, explicit), file=sys.stderr)
     if args.dry_run:
         config = with_overrides(config, epochs=1, train_subset=1024)
-    from mlp_core.console import summary  # TensorFlow loads only after the flags are valid
-    from mlp_core.loop import train_and_evaluate
-    from mlp_core.rundir import config_for_resume
+    from mlp_core.training.console import summary  # TensorFlow loads only after the flags are valid
+    from mlp_core.training.loop import train_and_evaluate
+    from mlp_core.training.rundir import config_for_resume
 
     if args.resume:
         config = config_for_resume(config, explicit)

@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 
 import mlp_core  # noqa: F401  (quiet TensorFlow import first)
-from mlp_core.config import Config
-from mlp_core.data import FILES, load_mnist
+from mlp_core.config.config import Config
+from mlp_core.core.data import FILES, load_mnist
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_MNIST = ROOT.parent / "shared" / "data" / "mnist"
@@ -112,7 +112,7 @@ def run_here(script: str, *args: str) -> subprocess.CompletedProcess:
     import importlib.util
     import io
 
-    from mlp_core.errors import run_main
+    from mlp_core.config.cli import run_main
 
     spec = importlib.util.spec_from_file_location(
         f"script_{script[:-3]}", ROOT / "scripts" / script

@@ -11,11 +11,11 @@ import pytest
 import tensorflow as tf
 from conftest import assert_clean_error, run_here, run_script, tiny_config
 
-from mlp_core.ablation import ablate_normalization
-from mlp_core.analysis import analyze_run, summarize
-from mlp_core.evaluation import predict_probabilities
-from mlp_core.explore import explore
-from mlp_core.loop import load_trained_model, train_and_evaluate
+from mlp_core.analysis.ablation import ablate_normalization
+from mlp_core.analysis.explore import explore
+from mlp_core.analysis.mistakes import analyze_run, summarize
+from mlp_core.evaluation.predictions import predict_probabilities
+from mlp_core.training.loop import load_trained_model, train_and_evaluate
 
 # Published facts (../shared/data/mnist/README.md).
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]

@@ -12,10 +12,10 @@ import tensorflow as tf
 from conftest import tiny_config
 from test_reliability import Crash, CrashAt, weights_of, without_timing
 
-from mlp_core import augment
-from mlp_core.augment import Augmentation, affine_coordinates, affine_matrices, bilinear
-from mlp_core.config import with_overrides
-from mlp_core.loop import build_trainer, train_and_evaluate
+from mlp_core.config.config import with_overrides
+from mlp_core.recipe import augment
+from mlp_core.recipe.augment import Augmentation, affine_coordinates, affine_matrices, bilinear
+from mlp_core.training.loop import build_trainer, train_and_evaluate
 
 AFFINE = {
     "augment": "affine+elastic",
@@ -155,8 +155,8 @@ def test_only_the_chosen_digits_are_distorted(image):
 def test_tensorboard_grid_shows_the_same_digits_distorted_anew_each_epoch(tmp_path):
     from types import SimpleNamespace
 
-    from mlp_core.data import load_mnist
-    from mlp_core.summaries import write_augmented_inputs
+    from mlp_core.core.data import load_mnist
+    from mlp_core.observers.summaries import write_augmented_inputs
 
     train = load_mnist().test.take(0, 30)
     ctx = SimpleNamespace(

@@ -11,16 +11,17 @@ import re
 import pytest
 import tensorflow as tf
 
-from mlp_core import bench_modes, bench_roofs, fastpaths
-from mlp_core.bench_markdown import load_report, markdown, summary_table
-from mlp_core.bench_report import (
+from mlp_core.benchmark import modes as bench_modes
+from mlp_core.benchmark import roofs as bench_roofs
+from mlp_core.benchmark.markdown import load_report, markdown, summary_table
+from mlp_core.benchmark.report import (
     save_plot,
     save_roofline_plot,
     save_sweep_plot,
     sweep_lines,
     table,
 )
-from mlp_core.benchmark import (
+from mlp_core.benchmark.throughput import (
     REFERENCE,
     Plan,
     result_row,
@@ -29,8 +30,9 @@ from mlp_core.benchmark import (
     training_flops,
     variants_at,
 )
-from mlp_core.errors import UserError
-from mlp_core.loop import load_splits
+from mlp_core.core.errors import UserError
+from mlp_core.fastpaths import choose as fastpaths
+from mlp_core.training.loop import load_splits
 from tests.conftest import ROOT, assert_clean_error, run_here, run_script, tiny_config
 
 TINY = dataclasses.replace(REFERENCE, hidden=(2,))  # 784-2-10
@@ -391,7 +393,7 @@ def test_script_rejects_an_unknown_variant_in_one_line():
 def test_thread_pools_cannot_be_resized_once_tensorflow_runs():
     import tensorflow as tf
 
-    from mlp_core.fastpaths import set_threads
+    from mlp_core.fastpaths.choose import set_threads
 
     tf.constant(1.0) + 1.0  # TensorFlow has set up its devices
     with pytest.raises(UserError, match="thread pools"):

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from conftest import tensorboard_server, tiny_config
 
-from mlp_core.loop import train_and_evaluate
+from mlp_core.training.loop import train_and_evaluate
 
 PLUGINS = {
     "scalars",

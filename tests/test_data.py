@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 from conftest import ROOT, SHARED_MNIST, write_idx
 
-from mlp_core.data import FILES, load_mnist, packaged_dir, split_validation
-from mlp_core.errors import DataError
+from mlp_core.core.data import FILES, load_mnist, packaged_dir, split_validation
+from mlp_core.core.errors import DataError
 
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

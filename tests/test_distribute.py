@@ -18,12 +18,12 @@ import tensorflow as tf
 from conftest import ROOT, assert_clean_error, run_here, run_script, tiny_config
 from test_reliability import without_timing
 
-from mlp_core.config import Config, parse_config, with_overrides
-from mlp_core.distribute import check_tf_config, make_strategy
-from mlp_core.errors import UserError
-from mlp_core.hooks import Observer
-from mlp_core.loop import load_trained_model, train_and_evaluate
-from mlp_core.pipeline import train_dataset
+from mlp_core.config.config import Config, parse_config, with_overrides
+from mlp_core.core.errors import UserError
+from mlp_core.core.pipeline import train_dataset
+from mlp_core.distribute.strategy import check_tf_config, make_strategy
+from mlp_core.observers.base import Observer
+from mlp_core.training.loop import load_trained_model, train_and_evaluate
 
 # Momentum SGD and an L2 penalty: unlike Adam's, their updates scale with the gradient, so a wrongly
 # averaged loss or penalty shows in the weights. No dropout: each replica draws its own masks.

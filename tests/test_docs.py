@@ -32,16 +32,16 @@ SKIP = {  # a fragment of the command -> the test that covers that case instead
 }
 # Where each script hands over to the real work; a stop there means its flags were all accepted.
 WORK = [
-    ("mlp_core.loop", "train_and_evaluate"),
-    ("mlp_core.explore", "explore"),
-    ("mlp_core.benchmark", "run_all"),
-    ("mlp_core.summary_cost", "measure"),
-    ("mlp_core.augment_cost", "augmentation_cost"),
-    ("mlp_core.imbalance", "ablate_imbalance"),
-    ("mlp_core.ablation", "ablate_normalization"),
-    ("mlp_core.analysis", "analyze_run"),
-    ("mlp_core.export", "export_model"),
-    ("mlp_core.export", "load_serving"),
+    ("mlp_core.training.loop", "train_and_evaluate"),
+    ("mlp_core.analysis.explore", "explore"),
+    ("mlp_core.benchmark.throughput", "run_all"),
+    ("mlp_core.benchmark.summary_cost", "measure"),
+    ("mlp_core.benchmark.augment_cost", "augmentation_cost"),
+    ("mlp_core.analysis.imbalance", "ablate_imbalance"),
+    ("mlp_core.analysis.ablation", "ablate_normalization"),
+    ("mlp_core.analysis.mistakes", "analyze_run"),
+    ("mlp_core.serving.export", "export_model"),
+    ("mlp_core.serving.export", "load_serving"),
 ]
 # Scripts that also run for real, cheaply: the documented flags plus these (the last value wins).
 REAL = {

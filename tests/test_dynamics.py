@@ -11,12 +11,12 @@ from conftest import tiny_config
 from tensorflow.tsl.profiler.protobuf import xplane_pb2
 from test_summaries import load, scalar
 
-from mlp_core.config import parse_config
-from mlp_core.dynamics import DynamicsObserver, grad_norms, unit_statistics
-from mlp_core.errors import UserError
-from mlp_core.loop import build_context
-from mlp_core.model import MLP
-from mlp_core.profiling import ProfilerObserver, profiling
+from mlp_core.config.config import parse_config
+from mlp_core.core.errors import UserError
+from mlp_core.core.model import MLP
+from mlp_core.observers.dynamics import DynamicsObserver, grad_norms, unit_statistics
+from mlp_core.observers.profiling import ProfilerObserver, profiling
+from mlp_core.training.loop import build_context
 
 
 def layer_arrays(model: MLP) -> dict[str, np.ndarray]:

@@ -8,12 +8,12 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_config
 
-from mlp_core.checkpointing import restore_newest
-from mlp_core.config import parse_config
-from mlp_core.ema import WeightAverage
-from mlp_core.evaluation import predict_probabilities
-from mlp_core.loop import build_model, load_trained_model, train_and_evaluate
-from mlp_core.model import MLP
+from mlp_core.config.config import parse_config
+from mlp_core.core.model import MLP
+from mlp_core.evaluation.predictions import predict_probabilities
+from mlp_core.recipe.ema import WeightAverage
+from mlp_core.training.checkpointing import restore_newest
+from mlp_core.training.loop import build_model, load_trained_model, train_and_evaluate
 
 
 def test_the_average_moves_by_the_hand_computed_amount():

@@ -13,13 +13,13 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT, assert_clean_error, run_here, run_script, tiny_config
 
-from mlp_core.digits import load_digit
-from mlp_core.export import SAVED_MODEL, load_serving
-from mlp_core.loop import load_trained_model, train_and_evaluate
+from mlp_core.serving.digits import load_digit
+from mlp_core.serving.export import SAVED_MODEL, load_serving
+from mlp_core.training.loop import load_trained_model, train_and_evaluate
 
 RELOAD = """
 import sys, numpy as np, tensorflow as tf
-from mlp_core.data import load_mnist
+from mlp_core.core.data import load_mnist
 serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 test = load_mnist().test
 classes = np.concatenate([serve(images=tf.constant(test.images[i:i + 1000]))["classes"].numpy()
@@ -230,8 +230,8 @@ def huge_png(path: Path, side: int) -> Path:
 def test_images_over_the_pixel_limit_are_refused_from_their_header(tmp_path):
     from PIL import Image
 
-    from mlp_core.digits import MAX_PIXELS, header_size
-    from mlp_core.predict import predict_files
+    from mlp_core.serving.digits import MAX_PIXELS, header_size
+    from mlp_core.serving.predict import predict_files
 
     for fmt in ("PNG", "GIF", "BMP", "JPEG"):
         Image.new("L", (53, 37), 255).save(tmp_path / f"small.{fmt}", fmt)

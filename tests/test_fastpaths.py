@@ -11,11 +11,11 @@ import tensorflow as tf
 from conftest import run_here, tiny_config
 from test_reliability import without_timing
 
-from mlp_core import fastpaths
-from mlp_core.config import with_overrides
-from mlp_core.errors import UserError
-from mlp_core.loop import build_context, load_trained_model, train_and_evaluate
-from mlp_core.step import LossScale, half_squared_norms
+from mlp_core.config.config import with_overrides
+from mlp_core.core.errors import UserError
+from mlp_core.core.step import LossScale, half_squared_norms
+from mlp_core.fastpaths import choose as fastpaths
+from mlp_core.training.loop import build_context, load_trained_model, train_and_evaluate
 
 PLAIN = dict(jit_compile=False, steps_per_call=1, data_on_device=False, precision="float32")
 
@@ -233,8 +233,8 @@ def test_benchmark_json_is_well_formed(tmp_path):
 
 
 def test_training_flops_count_the_step_s_matrix_multiplies():
-    from mlp_core.benchmark import REFERENCE, training_flops
-    from mlp_core.loop import build_trainer
+    from mlp_core.benchmark.throughput import REFERENCE, training_flops
+    from mlp_core.training.loop import build_trainer
 
     # 784x512, 512x256, 256x10: forward and weight gradients 4 FLOPs per weight, input gradients 2
     # per weight of the two upper layers only.
@@ -250,8 +250,7 @@ def test_training_flops_count_the_step_s_matrix_multiplies():
 # the test must not leave this process with glibc's worst settings.
 FAULTS_SCRIPT = """
 import ctypes, json, resource
-from mlp_core import fastpaths
-
+from mlp_core.fastpaths import choose as fastpaths
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 SIZE = 16 << 20  # 4,096 pages

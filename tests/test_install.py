@@ -10,7 +10,7 @@ import zipfile
 import pytest
 from conftest import ROOT
 
-from mlp_core.data import FILES
+from mlp_core.core.data import FILES
 
 
 def test_building_the_package_is_quiet_and_ships_the_data(tmp_path):
@@ -47,4 +47,4 @@ def test_building_the_package_is_quiet_and_ships_the_data(tmp_path):
     [wheel] = (tmp_path / "dist").glob("mlp_core-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     assert {f"mlp_core/_mnist/{name}.gz" for name in FILES.values()} <= shipped
-    assert "mlp_core/_mnist/SHA256SUMS" in shipped and "mlp_core/loop.py" in shipped
+    assert "mlp_core/_mnist/SHA256SUMS" in shipped and "mlp_core/training/loop.py" in shipped

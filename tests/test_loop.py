@@ -9,20 +9,21 @@ import pytest
 import tensorflow as tf
 from conftest import tiny_config
 
-from mlp_core import fastpaths, step
-from mlp_core.checkpointing import Checkpointer
-from mlp_core.config import Config
-from mlp_core.errors import UserError
-from mlp_core.hooks import Observer
-from mlp_core.loop import (
+from mlp_core.config.config import Config
+from mlp_core.core import step
+from mlp_core.core.errors import UserError
+from mlp_core.core.pipeline import eval_dataset
+from mlp_core.core.step import preprocess
+from mlp_core.fastpaths import choose as fastpaths
+from mlp_core.observers.base import Observer
+from mlp_core.training.checkpointing import Checkpointer
+from mlp_core.training.loop import (
     build_context,
     load_splits,
     load_trained_model,
     run_epochs,
     train_and_evaluate,
 )
-from mlp_core.pipeline import eval_dataset
-from mlp_core.step import preprocess
 
 TIMING = {"wall_seconds", "train_examples_per_sec", "train_seconds", "run_dir"}
 

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mlp_core import model as model_module
-from mlp_core.model import MLP, Dense, init_weights, matmul
-from mlp_core.step import cross_entropy
+from mlp_core.core import model as model_module
+from mlp_core.core.model import MLP, Dense, init_weights, matmul
+from mlp_core.core.step import cross_entropy
 
 
 def test_variables_exist_after_init_with_names_and_shapes():

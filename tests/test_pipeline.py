@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from mlp_core.data import Split
-from mlp_core.pipeline import DeviceData, eval_dataset, steps_per_epoch, train_dataset
+from mlp_core.core.data import Split
+from mlp_core.core.pipeline import DeviceData, eval_dataset, steps_per_epoch, train_dataset
 
 
 def _numbered(n: int) -> Split:

@@ -8,13 +8,19 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mlp_core.balance import balanced_class_weights, class_counts, oversampling_logits
-from mlp_core.config import Config, add_config_flags, config_from_args, explicit_fields
-from mlp_core.data import Split
-from mlp_core.errors import UserError
-from mlp_core.loop import build_trainer
-from mlp_core.pipeline import DeviceData, epoch_order, train_dataset
-from mlp_core.presets import PRESETS, apply_preset, describe
+from mlp_core.config.config import Config, add_config_flags, config_from_args, explicit_fields
+from mlp_core.config.presets import PRESETS, apply_preset, describe
+from mlp_core.core.data import Split
+from mlp_core.core.errors import UserError
+from mlp_core.core.pipeline import (
+    DeviceData,
+    class_counts,
+    epoch_order,
+    oversampling_logits,
+    train_dataset,
+)
+from mlp_core.recipe.balance import balanced_class_weights
+from mlp_core.training.loop import build_trainer
 
 COUNTS = np.array([400, 10, 50, 100, 200, 30, 60, 80, 40, 30])  # 1,000 labels, class 1 rare
 

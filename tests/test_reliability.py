@@ -19,10 +19,10 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT, assert_clean_error, run_here, run_script, tiny_config, write_idx
 
-from mlp_core.config import with_overrides
-from mlp_core.data import FILES
-from mlp_core.hooks import Observer
-from mlp_core.loop import load_trained_model, train_and_evaluate
+from mlp_core.config.config import with_overrides
+from mlp_core.core.data import FILES
+from mlp_core.observers.base import Observer
+from mlp_core.training.loop import load_trained_model, train_and_evaluate
 
 # 3 epochs of 32 steps, a checkpoint every 5 steps: kills land mid-epoch and between checkpoints.
 SMALL_RUN = [
@@ -307,7 +307,7 @@ def flip_bytes(checkpoint: Path) -> None:
 
 
 def checkpoints_of(run_dir: Path) -> list[Path]:
-    from mlp_core.checkpointing import saved_checkpoints
+    from mlp_core.training.checkpointing import saved_checkpoints
 
     return [Path(p) for p in saved_checkpoints(run_dir / "checkpoints")]
 
@@ -335,8 +335,8 @@ def test_resume_skips_a_corrupt_newest_checkpoint_and_still_finishes_bit_identic
 
 
 def test_no_checkpoint_restores_one_error_line_and_nothing_deleted(tmp_path, capfd):
-    from mlp_core.analysis import analyze_run
-    from mlp_core.errors import UserError
+    from mlp_core.analysis.mistakes import analyze_run
+    from mlp_core.core.errors import UserError
 
     config = tiny_config(tmp_path, epochs=1, checkpoint_every=5, steps_per_call=1, run_name="bad")
     with pytest.raises(Crash):
@@ -366,9 +366,9 @@ def test_no_checkpoint_restores_one_error_line_and_nothing_deleted(tmp_path, cap
 
 
 def test_a_run_in_use_is_refused_naming_its_process_and_kill_9_leaves_no_stale_lock(tmp_path):
-    from mlp_core.config import Config
-    from mlp_core.errors import UserError
-    from mlp_core.rundir import config_for_resume
+    from mlp_core.config.config import Config
+    from mlp_core.core.errors import UserError
+    from mlp_core.training.rundir import config_for_resume
 
     flags = [*SMALL_RUN, "--epochs", "50", "--logdir", str(tmp_path), "--run-name", "live"]
     first, export = start_train(*flags), script_main("export.py")
@@ -421,8 +421,8 @@ def test_a_run_name_must_be_one_plain_directory_name(tmp_path, capsys, name, mes
 
 
 def test_run_names_are_checked_wherever_a_run_is_opened(tmp_path):
-    from mlp_core.errors import UserError
-    from mlp_core.rundir import config_for_resume, create_run_dir, open_run_dir
+    from mlp_core.core.errors import UserError
+    from mlp_core.training.rundir import config_for_resume, create_run_dir, open_run_dir
 
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "config.json").write_text(tiny_config(tmp_path).to_json())

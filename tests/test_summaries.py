@@ -13,7 +13,7 @@ import tensorflow as tf
 from conftest import tensorboard_server, tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mlp_core.loop import default_observers, train_and_evaluate
+from mlp_core.training.loop import default_observers, train_and_evaluate
 
 STEPS_PER_EPOCH, EPOCHS, LOG_EVERY = 16, 2, 4
 TRAIN_SCALARS = {"loss", "accuracy", "grad_norm", "learning_rate", "examples_per_sec"}

@@ -9,7 +9,7 @@ import sys
 import pytest
 from conftest import ROOT, assert_clean_error, run_here, run_script
 
-from mlp_core import console
+from mlp_core.training import console
 
 
 def test_dry_run_end_to_end(tmp_path):

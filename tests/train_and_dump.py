@@ -15,9 +15,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np  # noqa: E402
 
-from mlp_core.config import add_config_flags, config_from_args, explicit_fields  # noqa: E402
-from mlp_core.errors import run_main  # noqa: E402
-from mlp_core.hooks import Observer  # noqa: E402
+from mlp_core.config.cli import run_main  # noqa: E402
+from mlp_core.config.config import add_config_flags, config_from_args, explicit_fields  # noqa: E402
+from mlp_core.observers.base import Observer  # noqa: E402
 
 
 class DumpWeights(Observer):
@@ -47,8 +47,8 @@ def main(argv=None) -> int:
     add_config_flags(parser)
     parser.add_argument("--resume", action="store_true")
     args = parser.parse_args(argv)
-    from mlp_core.loop import train_and_evaluate
-    from mlp_core.rundir import config_for_resume
+    from mlp_core.training.loop import train_and_evaluate
+    from mlp_core.training.rundir import config_for_resume
 
     config = config_from_args(args)
     if args.resume:

@@ -1,0 +1,579 @@
+"""Training throughput of every fast path against Keras `model.fit`, and against the hardware limit.
+
+Each variant builds the reference MLP (784-512-256-10, ReLU, Adam 1e-3, no dropout) and runs
+warm-up steps (tracing, XLA compilation, caches). Then the variants are timed in turns, a few rounds
+of many steps each, synchronizing (`.numpy()`) before reading the clock; each variant's median is
+reported. Taking turns spreads the bursts of a shared machine's noise over all variants alike, and
+Keras `fit`, the baseline, is timed both before and after them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from mlp_core.benchmark import roofs
+from mlp_core.benchmark.modes import input_rates, scaling, time_to_accuracy
+from mlp_core.config.config import Config
+from mlp_core.core.data import Split
+from mlp_core.core.errors import UserError
+from mlp_core.core.optim import warmup_steps
+from mlp_core.core.pipeline import (
+    FEATURES,
+    default_device,
+    flatten_and_one_hot,
+    steps_per_epoch,
+    train_dataset,
+)
+from mlp_core.fastpaths import choose as fastpaths
+from mlp_core.observers.base import Observer, RunContext
+from mlp_core.observers.summaries import TensorBoardObserver
+from mlp_core.training.loop import build_trainer, train_and_evaluate
+
+REFERENCE = Config(
+    hidden=(512, 256),
+    activation="relu",
+    dropout=0.0,
+    optimizer="adam",
+    lr=1e-3,
+    schedule="constant",
+    weight_decay=0.0,
+    precision="float32",
+    jit_compile=False,
+    steps_per_call=1,
+    data_on_device=False,
+    summaries=False,
+)
+BEST = dict(steps_per_call=16, data_on_device=True)
+ROUNDS = 5
+VARIANTS: dict[str, dict[str, Any]] = {
+    "plain": {},
+    "xla": dict(jit_compile=True),
+    "steps_per_call": dict(steps_per_call=16),
+    "data_on_device": dict(data_on_device=True),
+    "best_float32": BEST,
+    "best_xla": dict(BEST, jit_compile=True),
+    "mixed_bfloat16": dict(BEST, precision="mixed_bfloat16"),
+    "mixed_float16": dict(BEST, precision="mixed_float16"),
+    # What train.py picks on the device (fastpaths.device_defaults), without and with summaries.
+    "best": {},
+    "best_summaries": dict(summaries=True),
+}
+
+
+def training_flops(config: Config) -> int:
+    """FLOPs of one example's matrix multiplies: forward, 2 per weight; backward, 2 per weight for
+    the weight's gradient and 2 more for the layer input's, except the first layer's (the pixels
+    need no gradient, and the step does not compute one)."""
+    sizes = [FEATURES, *config.hidden, 10]
+    weights = [a * b for a, b in zip(sizes, sizes[1:])]
+    return 6 * sum(weights) - 2 * weights[0]
+
+
+def variant_config(name: str, batch_size: int, device: str | None) -> Config:
+    """The reference config with variant `name`'s fast paths; "best*" start from the device's."""
+    base = dataclasses.replace(REFERENCE, batch_size=batch_size)
+    if name in ("best", "best_summaries"):
+        base = dataclasses.replace(base, **fastpaths.device_defaults(device))
+    return dataclasses.replace(base, **VARIANTS[name])
+
+
+def warmed_up(config: Config, train: Split, device: str | None, warmup: int):
+    """A function running n steps of our loop with `config`'s fast paths, already warmed up."""
+    trainer = build_trainer(config, steps_per_epoch(train, config.batch_size), train, device)
+    batches = (
+        None
+        if config.data_on_device
+        else iter(train_dataset(train, config.batch_size, config.seed, device))
+    )
+    if trainer.device_data is not None:
+        trainer.device_data.set_epoch(0)
+    observers = _summary_observers(config, trainer, train, device)
+    run = _stepper(trainer, batches, config.steps_per_call, observers)
+    run(warmup)
+    return run
+
+
+def custom_rates(
+    configs: dict[str, Config],
+    train: Split,
+    device: str | None,
+    steps: int,
+    warmup: int,
+    rounds: int = ROUNDS,
+    profile: Path | None = None,
+    extra: dict | None = None,
+) -> dict[str, list[float]]:
+    """Examples/s of each config in each of `rounds` turns of `steps` steps; `extra` rates
+    (name -> a function measuring one) take their turns in the same rounds."""
+    runs = {name: warmed_up(config, train, device, warmup) for name, config in configs.items()}
+    rates: dict[str, list[float]] = {name: [] for name in [*runs, *(extra or {})]}
+    for _ in range(rounds):
+        for name, run in runs.items():
+            start = time.perf_counter()
+            run(steps)  # ends synchronized
+            rates[name].append(steps * configs[name].batch_size / (time.perf_counter() - start))
+        for name, measure in (extra or {}).items():
+            rates[name].append(measure())
+    if profile is not None:
+        for name, run in runs.items():
+            profiled_round(run, steps, profile / f"{name}-{configs[name].batch_size}")
+    return rates
+
+
+def profiled_round(run, steps: int, logdir: Path) -> None:
+    """One more round, untimed, under tf.profiler with a step marker per call (TensorBoard's
+    Profile tab reads `logdir`); untimed because tracing slows the step."""
+    tf.profiler.experimental.start(str(logdir))
+    try:
+        run(steps, trace=True)
+    finally:
+        tf.profiler.experimental.stop()
+
+
+def _stepper(trainer, batches, per_call: int, observers: list):
+    """A function that runs n steps in calls of `per_call` and waits for the device at the end."""
+
+    def run(n: int, trace: bool = False) -> None:
+        done = int(trainer.global_step.numpy())
+        for step in range(done, done + n, per_call):
+            with (
+                tf.profiler.experimental.Trace("train", step_num=step, _r=1)
+                if trace
+                else nullcontext()
+            ):
+                outputs = trainer.train_steps(batches, min(per_call, done + n - step))
+            for observer, ctx in observers:
+                observer.on_step_end(ctx, step + per_call, outputs)
+        float(outputs["loss"].numpy())
+
+    return run
+
+
+def _summary_observers(config: Config, trainer, train: Split, device) -> list:
+    if not config.summaries:
+        return []
+    ctx = RunContext(
+        config,
+        Path(tempfile.mkdtemp(prefix="bench-")),
+        trainer,
+        train,
+        train,
+        train,
+        steps_per_epoch(train, config.batch_size),
+        device,
+    )
+    observer = TensorBoardObserver(config.log_every, 0)
+    observer.on_run_begin(ctx)
+    return [(observer, ctx)]
+
+
+def keras_model(config: Config) -> keras.Model:
+    """The same MLP in Keras, compiled as `fit` users do (Keras picks its default jit_compile)."""
+    model = keras.Sequential(
+        [keras.Input((FEATURES,))]
+        + [keras.layers.Dense(n, activation=config.activation) for n in config.hidden]
+        + [keras.layers.Dense(10)]
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.lr),
+        metrics=["accuracy"],
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+    )
+    return model
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Wall seconds of each epoch of a `fit` call."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds = getattr(self, "seconds", []) + [time.perf_counter() - self.start]
+
+
+def keras_epoch_rates(
+    config: Config, train: Split, steps: int, rounds: int = ROUNDS
+) -> list[float]:
+    """Examples/s of each steady-state epoch of `model.fit` on normalized float32 arrays.
+
+    fit runs whole epochs, as its users do: one to warm up, then enough to cover `steps` about
+    `rounds` / 2 times over (the benchmark calls this twice, before and after our variants).
+    """
+    keras.utils.set_random_seed(config.seed)
+    images, labels = (t.numpy() for t in flatten_and_one_hot(train.images, train.labels))
+    x, model, timer = images.astype(np.float32) / 255.0, keras_model(config), EpochTimer()
+    epochs = 1 + max(rounds // 2 + 1, round(rounds * steps * config.batch_size / len(x) / 2))
+    model.fit(x, labels, batch_size=config.batch_size, epochs=epochs, verbose=0, callbacks=[timer])
+    return [len(x) / seconds for seconds in timer.seconds[1:]]
+
+
+def variants_for(device: str | None) -> list[str]:
+    """float16 only on a GPU (CPUs emulate it slowly); bfloat16 everywhere."""
+    gpu = device is not None and "GPU" in device.upper()
+    return [name for name in VARIANTS if name != "mixed_float16" or gpu]
+
+
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """What one benchmark run measures (scripts/benchmark.py's flags)."""
+
+    batch_sizes: tuple[int, ...] = (128, 512)
+    steps: int = 600
+    warmup: int = 50
+    rounds: int = ROUNDS
+    round_examples: int = 0  # > 0: each round runs about this many examples at every batch size
+    variants: tuple[str, ...] = ()  # () = every variant of the device
+    sweep_variants: tuple[str, ...] = ()  # at batch sizes outside full_at; () = `variants`
+    full_at: tuple[int, ...] = (128, 512)
+    input_batches: int = 200
+    profile: Path | None = None
+    scaling_batch: int = 128  # per replica
+    roof_flops: float = 1e10  # FLOPs per roof timing (small in tests)
+    roof_megabytes: int = 256  # buffer size of the memory roof (far beyond the caches)
+
+
+def steps_for(plan: Plan, batch: int) -> int:
+    """Steps per round: --steps, or enough for --round-examples, a multiple of 16 steps per call."""
+    if not plan.round_examples:
+        return plan.steps
+    return max(16, -(-plan.round_examples // (16 * batch)) * 16)
+
+
+def variants_at(plan: Plan, batch: int, device: str | None) -> list[str]:
+    """All chosen variants at the detailed batch sizes, the sweep's few elsewhere."""
+    names = list(plan.variants) or variants_for(device)
+    if batch not in plan.full_at and plan.sweep_variants:
+        names = list(plan.sweep_variants)
+    unknown = sorted(set(names) - set(VARIANTS))
+    if unknown:
+        raise UserError(
+            f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}"
+        )
+    return names
+
+
+def measure_roofs(plan: Plan, device: str | None) -> dict:
+    """Compute roofs per dtype, the memory roof, the step's bytes and the roofline per batch size."""
+    target = device or "/CPU:0"
+    dtypes = ["float32", "bfloat16"] + (["float16"] if "GPU" in target.upper() else [])
+    batch_sizes = list(plan.batch_sizes)
+    compute, compiled = (
+        {
+            dtype: roofs.matmul_rates(
+                REFERENCE, batch_sizes, dtype, target, flops=plan.roof_flops, xla=xla
+            )
+            for dtype in dtypes
+        }
+        for xla in (False, True)
+    )
+    memory = roofs.memory_rates(target, plan.roof_megabytes)
+    bandwidth = max(memory.values())
+    line = {
+        dtype: {
+            str(b): roofs.roofline(
+                REFERENCE, b, compute[dtype]["square"], bandwidth, roofs.DTYPES[dtype].size
+            )
+            for b in batch_sizes
+        }
+        for dtype in dtypes
+    }
+    return {
+        "compute_flops_per_sec": compute,
+        "compute_flops_per_sec_xla": compiled,
+        "memory_bytes_per_sec": {**memory, "roof": bandwidth},
+        "step_bytes": {str(b): roofs.step_bytes(REFERENCE, b) for b in batch_sizes},
+        "roofline": line,
+    }
+
+
+def result_row(
+    name: str, batch: int, samples: list[float], keras_eps: float, config: Config, limits: dict
+) -> dict:
+    """One variant at one batch size: median and jitter, against Keras fit, the float32 compute
+    limit (the old field), its own dtype's compute roof and the roofline, and its matmuls."""
+    stats, dtype = roofs.jitter(samples), roofs.PRECISION_DTYPE[config.precision]
+    eps, line = stats["median"], limits["roofline"][dtype][str(batch)]
+    return {
+        "variant": name,
+        "batch_size": batch,
+        "examples_per_sec": eps,
+        "vs_keras_fit": eps / keras_eps,
+        "fraction_of_limit": eps / limits["limit_examples_per_sec"][str(batch)],
+        "dtype": dtype,
+        "fraction_of_dtype_roof": eps / line["compute_bound_examples_per_sec"],
+        "roofline_limit_examples_per_sec": line["limit_examples_per_sec"],
+        "bound": line["bound"],
+        "fraction_of_roofline": eps / line["limit_examples_per_sec"],
+        **_matmul_fields(batch, eps, config, limits),
+        "spread": stats["spread"],
+        "min": stats["min"],
+        "max": stats["max"],
+        "rounds": stats["samples"],
+    }
+
+
+def _matmul_fields(batch: int, eps: float, config: Config, limits: dict) -> dict:
+    """The step's matmul share, against the graph's kernels (the old field) and against those of
+    the variant's own compiler (XLA's for an XLA variant), and the serial limit of the latter."""
+    dtype = roofs.PRECISION_DTYPE[config.precision]
+    graph = limits["compute_flops_per_sec"][dtype][str(batch)]["seconds"]
+    rates = limits["compute_flops_per_sec_xla" if config.jit_compile else "compute_flops_per_sec"]
+    compiled = rates[dtype][str(batch)]["seconds"]
+    serial = roofs.serial_limit(REFERENCE, batch, compiled, limits["memory_bytes_per_sec"]["roof"])
+    compute_bound = limits["roofline"][dtype][str(batch)]["compute_bound_examples_per_sec"]
+    return {
+        "matmul_share": graph / (batch / eps),
+        "matmul_share_as_compiled": compiled / (batch / eps),
+        "serial_limit_examples_per_sec": serial,
+        "serial_limit_of_dtype_roof": serial / compute_bound,
+        "fraction_of_serial_limit": eps / serial,
+    }
+
+
+def measure_batch(train: Split, batch: int, device: str | None, plan: Plan, limits: dict) -> tuple:
+    """Keras fit before and after our variants, all timed in turns; rows and Keras's epochs."""
+    configs = {
+        name: variant_config(name, batch, device) for name in variants_at(plan, batch, device)
+    }
+    base, steps = dataclasses.replace(REFERENCE, batch_size=batch), steps_for(plan, batch)
+    # Keras before and after ours: a machine that drifts faster or slower affects both sides.
+    epochs = keras_epoch_rates(base, train, steps, plan.rounds)
+    ours = custom_rates(
+        configs,
+        train,
+        device,
+        steps,
+        plan.warmup,
+        plan.rounds,
+        plan.profile,
+        {"roof": roof_in_turns(device, plan.roof_flops)},
+    )
+    epochs += keras_epoch_rates(base, train, steps, plan.rounds)
+    keras_eps, roof = float(np.median(epochs)), roofs.jitter(ours.pop("roof"))
+    rows = [result_row("keras_fit", batch, epochs, keras_eps, base, limits)]
+    rows += [
+        result_row(name, batch, values, keras_eps, configs[name], limits)
+        for name, values in ours.items()
+    ]
+    for row in rows:
+        row["fraction_of_roof_in_turns"] = (
+            row["examples_per_sec"] * training_flops(REFERENCE) / roof["median"]
+        )
+    return rows, epochs, roof
+
+
+def roof_in_turns(device: str | None, flops: float):
+    """A function timing the float32 square matmul once: taking its turn among the variants, it
+    gives a roof measured under the same load as they are (the machine may be shared)."""
+    n = min(2048, max(64, round((flops / 2) ** (1 / 3))))
+    big = [((n, n), (n, n), False, False)]
+    with tf.device(device or "/CPU:0"):
+        loop = roofs.matmul_loop(big, tf.float32)
+    repeats = max(3, round(flops / roofs.matmul_flops(big)))
+    return lambda: roofs.matmul_flops(big) / roofs.time_loop(loop, repeats)
+
+
+def run_benchmark(train: Split, plan: Plan, device: str | None) -> dict:
+    """Every variant at every batch size, with Keras fit, the roofs and the input pipeline."""
+    tf.config.experimental.enable_op_determinism()
+    allocator = fastpaths.keep_freed_memory()  # before anything is timed: Keras and roofs too
+    batches = list(plan.batch_sizes)
+    limits = measure_roofs(plan, device)
+    roof = limits["compute_flops_per_sec"]["float32"]["square"]
+    limits["limit_examples_per_sec"] = {str(b): roof / training_flops(REFERENCE) for b in batches}
+    results, keras_epochs, inputs, in_turns = [], {}, {}, {}
+    for batch in batches:
+        rows, keras_epochs[str(batch)], in_turns[str(batch)] = measure_batch(
+            train, batch, device, plan, limits
+        )
+        results += rows
+        inputs[str(batch)] = input_rates(train, batch, device, plan.input_batches, plan.rounds)
+    return {
+        "device": device_name(device),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "matmul_flops_per_sec": roof,
+        "flops_per_example": training_flops(REFERENCE),
+        "limit_examples_per_sec": limits.pop("limit_examples_per_sec"),
+        "limit_dtype": "float32",
+        "steps": plan.steps,
+        "steps_per_round": {str(b): steps_for(plan, b) for b in batches},
+        "warmup_steps": plan.warmup,
+        "rounds": plan.rounds,
+        "keras_fit_epochs": keras_epochs,
+        "best": fastpaths.describe(variant_config("best", batches[0], device)),
+        "threading": fastpaths.threading_settings(),
+        "allocator": allocator,
+        "onednn": fastpaths.onednn_enabled(),
+        **limits,
+        "roof_in_turns_flops_per_sec": in_turns,
+        "input_pipeline": inputs,
+        "goals": goals(results),
+        "results": results,
+    }
+
+
+def goals(results: list[dict]) -> dict:
+    """Per batch size, the best float32 variant: its fraction of the float32 roof and vs Keras fit."""
+    out: dict[str, dict] = {}
+    for row in results:
+        if row["dtype"] == "float32" and row["variant"] != "keras_fit":
+            best = out.get(str(row["batch_size"]))
+            if best is None or row["examples_per_sec"] > best["examples_per_sec"]:
+                out[str(row["batch_size"])] = {
+                    k: row[k]
+                    for k in (
+                        "variant",
+                        "examples_per_sec",
+                        "fraction_of_dtype_roof",
+                        "fraction_of_roof_in_turns",
+                        "vs_keras_fit",
+                        "serial_limit_of_dtype_roof",
+                    )
+                }
+    return out
+
+
+def device_name(device: str | None) -> str:
+    """A human name: the GPU's model, or the CPU's."""
+    if device and "GPU" in device.upper():
+        gpu = tf.config.list_physical_devices("GPU")[0]
+        return tf.config.experimental.get_device_details(gpu).get("device_name", device)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"CPU: {line.split(':', 1)[1].strip()} ({len(tf.config.list_physical_devices('CPU'))} device)"
+    except OSError:
+        pass
+    return "CPU"
+
+
+class ReachedTarget(Exception):
+    """Raised at the epoch end where validation accuracy first reaches the target."""
+
+
+class StopAtAccuracy(Observer):
+    def __init__(self, target: float):
+        self.target, self.epochs = target, None
+
+    def on_epoch_end(self, ctx, epoch, record) -> None:
+        if record["val_accuracy"] >= self.target:
+            self.epochs = epoch
+            raise ReachedTarget
+
+
+def custom_time_to_accuracy(target: float, config: Config, device: str | None) -> dict:
+    """Wall seconds (data loading and tracing included) until validation accuracy >= target."""
+    stop = StopAtAccuracy(target)
+    config = dataclasses.replace(
+        config, logdir=tempfile.mkdtemp(prefix="tta-"), run_name="custom", summaries=False
+    )
+    start = time.perf_counter()
+    try:
+        train_and_evaluate(config, device, observers=[stop])
+    except ReachedTarget:
+        pass
+    return {"seconds": time.perf_counter() - start, "epochs": stop.epochs}
+
+
+def keras_time_to_accuracy(target: float, config: Config) -> dict:
+    """The same model, dropout, AdamW and warm-up + cosine schedule in Keras `fit`."""
+    from mlp_core.training.loop import load_splits
+
+    start = time.perf_counter()  # before the data is touched, as for ours
+    keras.utils.set_random_seed(config.seed)
+    train, val, _ = load_splits(config)
+    x, y = (t.numpy() for t in flatten_and_one_hot(train.images, train.labels))
+    vx, vy = (t.numpy() for t in flatten_and_one_hot(val.images, val.labels))
+    steps = steps_per_epoch(train, config.batch_size)
+    warmup = warmup_steps(config.warmup_epochs, steps, config.epochs)
+    schedule = keras.optimizers.schedules.CosineDecay(
+        0.0, steps * config.epochs - warmup, warmup_target=config.lr, warmup_steps=warmup
+    )
+    layers = [keras.Input((FEATURES,))]
+    for n in config.hidden:
+        layers += [
+            keras.layers.Dense(n, activation=config.activation),
+            keras.layers.Dropout(config.dropout),
+        ]
+    model = keras.Sequential(layers + [keras.layers.Dense(10)])
+    model.compile(
+        optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
+        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    reached = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: setattr(
+            model, "stop_training", logs["val_accuracy"] >= target
+        )
+    )
+    history = model.fit(
+        x.astype(np.float32) / 255.0,
+        y,
+        batch_size=config.batch_size,
+        epochs=config.epochs,
+        validation_data=(vx.astype(np.float32) / 255.0, vy),
+        callbacks=[reached],
+        verbose=0,
+    )
+    epochs = len(history.history["val_accuracy"])
+    hit = history.history["val_accuracy"][-1] >= target
+    return {"seconds": time.perf_counter() - start, "epochs": epochs if hit else None}
+
+
+def resolve_device(choice: str) -> str | None:
+    """--device auto|cpu|gpu -> a device string (None: the host CPU)."""
+    if choice == "cpu":
+        return None
+    if choice == "gpu" and not tf.config.list_logical_devices("GPU"):
+        raise UserError("--device gpu: TensorFlow sees no GPU on this machine")
+    return "/GPU:0" if choice == "gpu" else default_device()
+
+
+def run_all(
+    plan: Plan,
+    device_choice: str,
+    train_subset: int = 0,
+    target: float | None = None,
+    seeds: int = 1,
+    strategy: str = "default",
+    logical_cpus: int = 0,
+    threads: tuple[int, int] | None = None,
+) -> dict:
+    """The whole benchmark as scripts/benchmark.py runs it."""
+    from mlp_core.training.loop import load_splits
+
+    if threads is not None:
+        fastpaths.set_threads(*threads)
+    device = resolve_device(device_choice)
+    for batch in plan.batch_sizes:
+        variants_at(plan, batch, device)  # unknown names fail before anything is timed
+    train, _, _ = load_splits(
+        dataclasses.replace(REFERENCE, train_subset=train_subset, batch_size=max(plan.batch_sizes))
+    )
+    report = run_benchmark(train, plan, device)
+    if strategy == "mirrored":
+        replicas = list(
+            range(1, max(logical_cpus, len(tf.config.list_physical_devices("GPU")), 1) + 1)
+        )
+        report["scaling"] = scaling(
+            replicas,
+            plan.scaling_batch,
+            steps_for(plan, plan.scaling_batch),
+            plan.rounds,
+            train_subset,
+        )
+    if target is not None:
+        config = dataclasses.replace(Config(), train_subset=train_subset)
+        report["time_to_accuracy"] = time_to_accuracy(target, config, device, seeds)
+    return report

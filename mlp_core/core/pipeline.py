@@ -1,0 +1,160 @@
+"""tf.data input pipelines: uint8 images stay uint8 until they reach the device.
+
+Per batch, a vectorized map flattens images to 784 and one-hot encodes labels. Casting and scaling
+to [0, 1] happen inside the compiled step (see `step.py`), so a quarter of the bytes cross to a GPU.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import tensorflow as tf
+
+from mlp_core.core.data import IMAGE_SIDE, NUM_CLASSES, Split
+
+FEATURES = IMAGE_SIDE * IMAGE_SIDE
+
+
+def default_device() -> str | None:
+    """The device to prefetch batches to: the first GPU if there is one, else None (host)."""
+    return "/GPU:0" if tf.config.list_logical_devices("GPU") else None
+
+
+def flatten_and_one_hot(images: tf.Tensor, labels: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """[B, 28, 28] uint8 -> [B, 784] uint8 and [B] labels -> [B, 10] float32 one-hot."""
+    flat = tf.reshape(images, [-1, FEATURES])
+    return flat, tf.one_hot(tf.cast(labels, tf.int32), NUM_CLASSES, dtype=tf.float32)
+
+
+def class_counts(labels: np.ndarray) -> np.ndarray:
+    return np.bincount(np.asarray(labels, np.int64), minlength=NUM_CLASSES)
+
+
+def oversampling_logits(labels: np.ndarray) -> np.ndarray:
+    """Per-example log-probabilities -log(n_c) (unnormalized): every class is drawn equally often."""
+    counts = class_counts(labels)
+    return -np.log(counts[np.asarray(labels, np.int64)]).astype(np.float32)
+
+
+def train_dataset(
+    split: Split,
+    batch_size: int,
+    seed: int,
+    device: str | None = None,
+    start_epoch: int = 0,
+    skip_batches: int = 0,
+    replicas: int = 1,
+    local_replicas: range = range(1),
+    balance: bool = False,
+) -> tf.data.Dataset:
+    """An endless stream of full batches; one epoch is len(split) // batch_size of them.
+
+    The uint8 split is held once in memory (the cache); each epoch's order is a stateless
+    permutation of (seed, epoch), so a new order every epoch comes from one seed, and the stream can
+    be rebuilt exactly at any (epoch, batch) to resume a run. Only indices are shuffled and batched;
+    images are gathered per batch, so iterator state stays small enough to checkpoint.
+
+    Under tf.distribute `batch_size` is the global batch: each is cut into `replicas` contiguous
+    slices, and this input pipeline yields the slices of its `local_replicas`, one element each, so
+    the replicas together see exactly the batches of a one-device run. With `balance` each epoch
+    is a class-balanced draw with replacement instead of a permutation (`oversampling_logits`).
+    """
+    if batch_size > len(split):
+        raise ValueError(f"batch size {batch_size} exceeds the {len(split)} training examples")
+    if batch_size % replicas:
+        raise ValueError(f"batch size {batch_size} is not divisible by {replicas} replicas")
+    images, labels = tf.constant(split.images), tf.constant(split.labels)
+    steps, first, count = (
+        steps_per_epoch(split, batch_size),
+        local_replicas.start,
+        len(local_replicas),
+    )
+    logits = tf.constant(oversampling_logits(split.labels)) if balance else None
+
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = epoch_order(len(split), steps * batch_size, seed, epoch, logits)
+        slices = tf.reshape(order, [steps, replicas, -1])[:, first : first + count]
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(slices, [steps * count, -1]))
+
+    ds = (
+        tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches).skip(skip_batches * count)
+    )
+    ds = ds.map(
+        lambda index: flatten_and_one_hot(tf.gather(images, index), tf.gather(labels, index)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return _prefetch(ds, device)
+
+
+def epoch_order(
+    size: int, length: int, seed: int, epoch, logits: tf.Tensor | None = None
+) -> tf.Tensor:
+    """The first `length` indices of epoch `epoch`'s permutation of range(size): a pure function.
+    With per-example `logits`, `length` indices drawn with replacement from their softmax."""
+    seeds = tf.stack([tf.constant(seed, tf.int64), tf.cast(epoch, tf.int64)])
+    if logits is not None:
+        return tf.random.stateless_categorical(logits[tf.newaxis], length, seeds, dtype=tf.int64)[0]
+    return tf.random.experimental.stateless_shuffle(tf.range(size, dtype=tf.int64), seed=seeds)[
+        :length
+    ]
+
+
+def eval_dataset(split: Split, batch_size: int, device: str | None = None) -> tf.data.Dataset:
+    """Every example exactly once, in order (the last batch may be smaller)."""
+    ds = tf.data.Dataset.from_tensor_slices((split.images, split.labels)).cache()
+    ds = ds.batch(batch_size).map(flatten_and_one_hot, num_parallel_calls=tf.data.AUTOTUNE)
+    return _prefetch(ds, device)
+
+
+def steps_per_epoch(split: Split, batch_size: int) -> int:
+    return len(split) // batch_size
+
+
+def _prefetch(ds: tf.data.Dataset, device: str | None) -> tf.data.Dataset:
+    if device is None:
+        return ds.prefetch(tf.data.AUTOTUNE)
+    return ds.apply(tf.data.experimental.prefetch_to_device(device))
+
+
+class DeviceData(tf.Module):
+    """The whole uint8 training split held on the device, batches drawn in-graph by position.
+
+    For small datasets this replaces the tf.data stream: no host-to-device copy per step and no
+    iterator, so a compiled loop can run many steps per call. Each epoch's order is the same
+    stateless permutation of (seed, epoch) that `train_dataset` uses, so both give the same batches.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        batch_size: int,
+        seed: int,
+        device: str | None = None,
+        balance: bool = False,
+    ):
+        super().__init__(name="device_data")
+        self.batch_size, self.seed, self.size = batch_size, seed, len(split)
+        self.logits = tf.constant(oversampling_logits(split.labels)) if balance else None
+        self.steps = steps_per_epoch(split, batch_size)
+        with tf.device(device or "/CPU:0"):
+            # Variables, not constants: XLA would otherwise compile the whole set into its program.
+            self.images = tf.Variable(
+                split.images.reshape(len(split), FEATURES), trainable=False, name="images"
+            )
+            self.labels = tf.Variable(split.labels, trainable=False, name="labels")
+            self.order = tf.Variable(
+                tf.zeros([self.steps * batch_size], tf.int64), trainable=False, name="epoch_order"
+            )
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw epoch `epoch`'s order (0-based), once per epoch, outside the compiled steps."""
+        self.order.assign(
+            epoch_order(self.size, self.steps * self.batch_size, self.seed, epoch, self.logits)
+        )
+
+    def batch(self, position: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """Batch `position` (0-based within the epoch), in-graph."""
+        # Gathered, not sliced: XLA takes a slice's start as a compile-time constant, so a loop
+        # compiled whole would be compiled again for every position the step counter reaches.
+        start = tf.cast(position, tf.int64) * self.batch_size
+        index = tf.gather(self.order, start + tf.range(self.batch_size, dtype=tf.int64))
+        return flatten_and_one_hot(tf.gather(self.images, index), tf.gather(self.labels, index))

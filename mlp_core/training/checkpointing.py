@@ -1,0 +1,189 @@
+"""Checkpoints that let a killed run continue bit-identically, and graceful stops on signals.
+
+A checkpoint holds the model (with its dropout generator), the optimizer (slots, step counter), the
+running train metrics of the current epoch, the run's progress (completed epochs, history, elapsed
+time) and, when batches are prefetched on the host, the tf.data iterator itself. The training
+stream is a pure function of (seed, epoch, batch), so on a device-prefetch pipeline, whose iterator
+tf.data cannot serialize, and under a tf.distribute strategy, the iterator is rebuilt at the saved
+step instead.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import tensorflow as tf
+
+from mlp_core.core.errors import UserError
+from mlp_core.distribute.strategy import checkpoint_dir, train_batches
+from mlp_core.observers.base import RunContext
+from mlp_core.training.rundir import CHECKPOINTS
+
+KEEP_CHECKPOINTS = 3
+
+
+def saved_checkpoints(directory: str | Path) -> list[str]:
+    """The checkpoints the manager keeps in `directory`, newest first (empty if none yet)."""
+    state = tf.train.get_checkpoint_state(str(directory))
+    if state is None:
+        return []
+    # TensorFlow has already joined relative entries of the state file onto `directory`.
+    paths = list(state.all_model_checkpoint_paths or [state.model_checkpoint_path])
+    return list(reversed(paths))
+
+
+def restore_newest(directory: str | Path, **objects) -> str | None:
+    """Restore the newest checkpoint that reads back whole; say which newer ones were skipped.
+
+    A checkpoint can be damaged on disk (a checksum mismatch, a missing shard). The older ones the
+    manager keeps are a good place to continue from, so one bad file costs a few steps, not the
+    run. Nothing is deleted; if no checkpoint restores, that is an error.
+    """
+    paths = saved_checkpoints(directory)
+    for number, path in enumerate(paths):
+        try:
+            tf.train.Checkpoint(**objects).read(path).expect_partial()
+        except (tf.errors.OpError, ValueError) as err:
+            reason = (getattr(err, "message", None) or str(err)).strip().splitlines()[0][:160]
+            later = (
+                f"trying {Path(paths[number + 1]).name}" if number + 1 < len(paths) else "none left"
+            )
+            print(
+                f"warning: skipped {Path(path).name}, it does not restore ({reason}); {later}",
+                file=sys.stderr,
+            )
+            continue
+        return path
+    if paths:
+        raise UserError(
+            f"{directory}: none of the {len(paths)} checkpoints restores "
+            f"({', '.join(Path(p).name for p in paths)}); nothing was deleted"
+        )
+    return None
+
+
+class RunState(tf.Module):
+    """Progress that is not in the model or optimizer."""
+
+    def __init__(self):
+        super().__init__(name="run_state")
+        self.epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="completed_epochs")
+        self.history = tf.Variable("[]", dtype=tf.string, trainable=False, name="history_json")
+        self.elapsed = tf.Variable(0.0, dtype=tf.float64, trainable=False, name="elapsed_seconds")
+
+    def records(self) -> list[dict]:
+        return json.loads(self.history.numpy().decode())
+
+    def end_epoch(self, history: list[dict]) -> None:
+        self.history.assign(json.dumps(history))
+        self.epoch.assign(len(history))
+
+
+class Checkpointer:
+    """Owns the run's checkpoint manager and the iterator of training batches."""
+
+    def __init__(self, ctx: RunContext, resume: bool = False):
+        self.ctx, self.state = ctx, RunState()
+        self._started = time.perf_counter()
+        trainer = ctx.trainer
+        self._progress = dict(
+            model=trainer.model,
+            optimizer=trainer.optimizer,
+            train_metrics=trainer.train_metrics,
+            global_step=trainer.global_step,
+            state=self.state,
+        )
+        if trainer.loss_scale is not None:
+            self._progress["loss_scale"] = trainer.loss_scale
+        if trainer.ema is not None:
+            self._progress["ema_model"] = trainer.ema.shadow
+        self.restored = (
+            restore_newest(ctx.run_dir / CHECKPOINTS, **self._progress) if resume else None
+        )
+        self._prior_seconds = float(self.state.elapsed.numpy())
+        # A host pipeline's iterator serializes (device-prefetching and distributed ones cannot).
+        on_device = (
+            trainer.device_data is not None
+        )  # no iterator: batches come from the step number
+        self._saves_iterator = ctx.device is None and not trainer.distributed and not on_device
+        self.batches = None if on_device else self._open_batches(resume)
+        saved = dict(self._progress)
+        if self._saves_iterator:
+            saved["iterator"] = self.batches
+        self.manager = tf.train.CheckpointManager(
+            tf.train.Checkpoint(**saved),
+            checkpoint_dir(ctx),
+            max_to_keep=KEEP_CHECKPOINTS,
+            step_counter=trainer.global_step,
+        )
+
+    @property
+    def latest(self) -> str | None:
+        return tf.train.latest_checkpoint(str(self.ctx.run_dir / CHECKPOINTS))
+
+    @property
+    def step(self) -> int:
+        """Train steps completed over the whole run."""
+        return int(self.ctx.trainer.global_step.numpy())
+
+    def elapsed(self) -> float:
+        """Wall seconds of the run so far, over every process that worked on it."""
+        return self._prior_seconds + time.perf_counter() - self._started
+
+    def save(self) -> str:
+        self.state.elapsed.assign(self.elapsed())
+        try:
+            return self.manager.save(checkpoint_number=self.step)
+        except (OSError, tf.errors.OpError) as err:
+            raise UserError(
+                f"{self.ctx.run_dir / CHECKPOINTS}: cannot write a checkpoint: "
+                f"{getattr(err, 'message', err)}"
+            ) from None
+
+    def start_epoch(self, epoch: int) -> None:
+        """Device-resident data draws the order of epoch `epoch` (1-based) for its in-graph batches."""
+        if self.ctx.trainer.device_data is not None:
+            self.ctx.trainer.device_data.set_epoch(epoch - 1)
+
+    def _open_batches(self, resume: bool) -> Iterator:
+        """Host pipelines restore their saved iterator; others are rebuilt at the saved step."""
+        if resume and self.restored is not None and self._saves_iterator:
+            batches = iter(self._dataset(0, 0))
+            try:
+                tf.train.Checkpoint(iterator=batches).read(
+                    self.restored
+                ).assert_existing_objects_matched()
+                return batches
+            except AssertionError:
+                pass  # saved by a device-prefetching or distributed run: rebuild by position
+        return iter(self._dataset(*divmod(self.step, self.ctx.steps_per_epoch)))
+
+    def _dataset(self, epoch: int, offset: int):
+        return train_batches(self.ctx, start_epoch=epoch, skip_batches=offset)
+
+
+class GracefulStop:
+    """While active, SIGINT and SIGTERM only set `signum`; the loop saves and exits between steps."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signum: int | None = None
+        self._previous = {}
+
+    def __enter__(self) -> GracefulStop:
+        for sig in self.SIGNALS:
+            self._previous[sig] = signal.signal(sig, self._request)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    def _request(self, signum: int, frame) -> None:
+        self.signum = signum
