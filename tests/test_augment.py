@@ -15,7 +15,8 @@ from test_reliability import Crash, CrashAt, weights_of, without_timing
 from mlp_core.config.config import with_overrides
 from mlp_core.recipe import augment
 from mlp_core.recipe.augment import Augmentation, affine_coordinates, affine_matrices, bilinear
-from mlp_core.training.loop import build_trainer, train_and_evaluate
+from mlp_core.training.loop import train_and_evaluate
+from mlp_core.training.trainer import build_trainer
 
 AFFINE = {
     "augment": "affine+elastic",

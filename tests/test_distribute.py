@@ -239,7 +239,7 @@ class StopAt(Observer):
     def __init__(self, step: int):
         self.step = step
 
-    def on_step_end(self, ctx, step, outputs):
+    def on_step_end(self, ctx, step, loss):
         if step == self.step:
             raise self.Killed
 

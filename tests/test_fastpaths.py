@@ -13,8 +13,10 @@ from test_reliability import without_timing
 
 from mlp_core.config.config import with_overrides
 from mlp_core.core.errors import UserError
-from mlp_core.core.step import LossScale, half_squared_norms
+from mlp_core.core.optim import SGD, Constant, GradientNorms
 from mlp_core.fastpaths import choose as fastpaths
+from mlp_core.fastpaths.loops import xla_half_squared_norms
+from mlp_core.fastpaths.precision import LossScaleOptimizer
 from mlp_core.training.loop import build_context, load_trained_model, train_and_evaluate
 
 PLAIN = dict(jit_compile=False, steps_per_call=1, data_on_device=False, precision="float32")
@@ -79,7 +81,7 @@ def test_the_whole_loop_xla_program_is_the_same_for_every_call_length(tmp_path):
     trainer = build_context(config, None).trainer
     trainer.device_data.set_epoch(0)
     programs = {
-        trainer.device_loop.experimental_get_compiler_ir(tf.constant(n))(stage="hlo")
+        trainer.runner.on_device.experimental_get_compiler_ir(tf.constant(n))(stage="hlo")
         for n in (3, 8)
     }
     assert len(programs) == 1
@@ -90,7 +92,10 @@ def test_gradient_norm_terms_match_l2_loss_and_xla_sums_the_matrix_with_a_dot(xl
     """Under XLA a matrix's squares are summed by a dot with ones, not by XLA's windowed tree over
     the whole matrix (the slow part of the compiled step); the values are L2Loss's either way."""
     grads = [tf.random.stateless_normal(shape, seed=(1, 2)) for shape in ([784, 512], [512])]
-    norms = tf.function(lambda *g: half_squared_norms(list(g), xla), jit_compile=True)
+    half_squares = (
+        xla_half_squared_norms if xla else (lambda g: tf.stack([tf.nn.l2_loss(x) for x in g]))
+    )
+    norms = tf.function(lambda *g: half_squares(list(g)), jit_compile=True)
     expected = [float(tf.nn.l2_loss(g)) for g in grads]
     np.testing.assert_allclose(norms(*grads).numpy(), expected, rtol=1e-5)
     hlo = norms.experimental_get_compiler_ir(*grads)(stage="optimized_hlo")
@@ -100,19 +105,24 @@ def test_gradient_norm_terms_match_l2_loss_and_xla_sums_the_matrix_with_a_dot(xl
 
 
 @pytest.mark.parametrize("jit", [False, True])
-def test_a_non_finite_step_raises_the_flag_and_the_graph_step_also_skips_it(tmp_path, jit):
-    """Without loss scaling the run stops at the loop's next check either way; the graph step
-    skips the update, the XLA step applies it (its conditional would copy every slot)."""
-    ctx = build_context(tiny_config(tmp_path, **{**PLAIN, "jit_compile": jit}), None)
+def test_a_non_finite_step_reaches_no_weight_slot_or_average(tmp_path, jit):
+    """In every mode a step with non-finite gradients is skipped whole and raises the flag."""
+    config = tiny_config(tmp_path, **{**PLAIN, "jit_compile": jit, "ema_decay": 0.9})
+    ctx = build_context(config, None)
     trainer = ctx.trainer
     batch = (
         tf.constant(ctx.train.images[:64].reshape(64, -1)),
         tf.one_hot(ctx.train.labels[:64], 10),
     )
-    trainer.model.kernels[-1].assign(trainer.model.kernels[-1] * np.nan)  # NaN logits
+    trainer.train_step(*batch)  # one good step, so the slots and the average hold values
+    trainer.model.layers[-1].bias.assign(trainer.model.layers[-1].bias * np.nan)  # NaN logits
+    state = [*trainer.model.trainable_variables[:-1], *trainer.ema.shadow.trainable_variables]
+    state += [s for slots in trainer.guard.inner.inner.slots.values() for s in slots]
+    before = [v.numpy() for v in state]
     trainer.train_step(*batch)
-    assert trainer.diverged.numpy() and trainer.skips_bad_updates == (not jit)
-    assert int(trainer.optimizer.iterations.numpy()) == (1 if jit else 0)
+    assert trainer.diverged.numpy() and int(trainer.optimizer.iterations.numpy()) == 1
+    for old, v in zip(before, state):
+        np.testing.assert_array_equal(old, v.numpy())
 
 
 @pytest.mark.parametrize("jit", [False, True])
@@ -124,26 +134,27 @@ def test_float16_overflow_halves_the_loss_scale_and_skips_without_diverging(tmp_
         (tf.constant(ctx.train.images[:64].reshape(64, -1)), tf.one_hot(ctx.train.labels[:64], 10)),
     )
     before = [v.numpy() for v in trainer.model.trainable_variables]
-    trainer.loss_scale.scale.assign(2.0**40)  # float16 gradients overflow at this scale
+    loss_scale = trainer.guard
+    loss_scale.scale.assign(2.0**40)  # float16 gradients overflow at this scale
     trainer.train_step(*batch)
-    assert trainer.loss_scale.scale.numpy() == 2.0**39 and not trainer.diverged.numpy()
+    assert loss_scale.scale.numpy() == 2.0**39 and not trainer.diverged.numpy()
     assert all(
         np.array_equal(a, v.numpy()) for a, v in zip(before, trainer.model.trainable_variables)
     )
-    trainer.loss_scale.scale.assign(2.0**10)
+    loss_scale.scale.assign(2.0**10)
     trainer.train_step(*batch)
-    assert (
-        trainer.loss_scale.good_steps.numpy() == 1
-        and int(trainer.optimizer.iterations.numpy()) == 1
-    )
+    assert loss_scale.good_steps.numpy() == 1 and int(trainer.optimizer.iterations.numpy()) == 1
 
 
 def test_loss_scale_grows_after_enough_good_steps():
-    scale = LossScale(initial=4.0, growth_interval=3)
-    update = tf.function(scale.update)
-    for finite in (True, True, True, True, False):
-        update(tf.constant(finite))
+    variable = tf.Variable([1.0])
+    inner = SGD([variable], Constant(0.1))
+    scale = LossScaleOptimizer(inner, GradientNorms(1), initial=4.0, growth_interval=3)
+    apply = tf.function(lambda g: scale.apply([g], [variable]))
+    for grad in (1.0, 1.0, 1.0, 1.0, np.inf):
+        apply(tf.constant([grad]))
     assert scale.scale.numpy() == 4.0 and scale.good_steps.numpy() == 0  # x2 after 3, /2 at the end
+    assert int(inner.iterations.numpy()) == 4  # the overflowing step was skipped
 
 
 def test_automatic_choices_and_explicit_ones(tmp_path):
@@ -234,7 +245,7 @@ def test_benchmark_json_is_well_formed(tmp_path):
 
 def test_training_flops_count_the_step_s_matrix_multiplies():
     from mlp_core.benchmark.throughput import REFERENCE, training_flops
-    from mlp_core.training.loop import build_trainer
+    from mlp_core.training.trainer import build_trainer
 
     # 784x512, 512x256, 256x10: forward and weight gradients 4 FLOPs per weight, input gradients 2
     # per weight of the two upper layers only.

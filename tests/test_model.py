@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from mlp_core.core import model as model_module
-from mlp_core.core.model import MLP, Dense, init_weights, matmul
+from mlp_core.core.model import MLP, Dense, init_weights
 from mlp_core.core.step import cross_entropy
+from mlp_core.fastpaths import precision as precision_module
+from mlp_core.fastpaths.precision import matmul, precision_policy
 
 
 def test_variables_exist_after_init_with_names_and_shapes():
@@ -142,24 +143,25 @@ def test_bf16_gradients_through_float32_match_the_bf16_chain_rule():
 
 @pytest.fixture
 def cpu_bf16(monkeypatch):
-    """`cpu_bf16(flag)`: the model sees a CPU with (True) or without (False) bfloat16
+    """`cpu_bf16(flag)`: the precision policy sees a CPU with (True) or without (False) bfloat16
     instructions; with a GPU the model always uses its bfloat16 kernels, so the tests skip."""
     if tf.config.list_physical_devices("GPU"):
         pytest.skip("with a GPU, bfloat16 products always use its bfloat16 kernels")
 
     def pretend(has_bf16: bool) -> None:
-        model_module.bf16_products_in_float32.cache_clear()
+        precision_module.bf16_products_in_float32.cache_clear()
         monkeypatch.setattr(model_module, "cpu_has_bf16", lambda: has_bf16)
 
     yield pretend
-    model_module.bf16_products_in_float32.cache_clear()
+    precision_module.bf16_products_in_float32.cache_clear()
 
 
 def test_a_bf16_layer_through_float32_rounds_once_like_a_fused_kernel(cpu_bf16):
     """matmul, bias and ReLU in float32 on the bfloat16 values, then one rounding: the exact
     result rounded to bfloat16, but for the rare sum float32 rounds across a boundary."""
     cpu_bf16(False)
-    layer = Dense(784, 256, tf.random.Generator.from_seed(0), "relu")
+    compute = precision_policy("mixed_bfloat16").affine
+    layer = Dense(784, 256, tf.random.Generator.from_seed(0), "relu", compute=compute)
     layer.bias.assign(tf.random.normal([256]))
     x = _bf16((64, 784), 4)
     got = layer(x)
@@ -174,7 +176,7 @@ def test_bf16_models_use_float32_kernels_only_without_bf16_instructions(
     cpu_bf16, has_bf16, kernel_dtype
 ):
     cpu_bf16(has_bf16)
-    mlp = MLP(hidden=(32,), seed=0)
+    mlp = MLP(hidden=(32,), seed=0, compute=precision_policy("mixed_bfloat16").affine)
 
     def matmul_dtypes(spec: tf.TensorSpec) -> set:
         graph = tf.function(lambda x: mlp(x)).get_concrete_function(spec).graph

@@ -81,7 +81,7 @@ def test_warmup_is_at_most_five_percent_of_the_run(epochs, steps, expected):
 def test_a_one_epoch_run_reaches_its_peak_early_and_anneals_to_zero():
     """The schedule the loop builds (one for every strategy: steps count global batches)."""
     from mlp_core.config.config import Config
-    from mlp_core.training.loop import build_trainer
+    from mlp_core.training.trainer import build_trainer
 
     schedule = build_trainer(
         Config(epochs=1, hidden=(8,)), steps=390

@@ -19,8 +19,8 @@ from mlp_core.core.pipeline import (
     oversampling_logits,
     train_dataset,
 )
+from mlp_core.core.step import cross_entropy, make_loss
 from mlp_core.recipe.balance import balanced_class_weights
-from mlp_core.training.loop import build_trainer
 
 COUNTS = np.array([400, 10, 50, 100, 200, 30, 60, 80, 40, 30])  # 1,000 labels, class 1 rare
 
@@ -71,16 +71,15 @@ def test_balanced_class_weights_equalize_the_classes():
 
 def test_the_weighted_loss_is_the_mean_of_weight_times_loss():
     split = skewed()
-    trainer = build_trainer(Config(class_weights="balanced", hidden=(8,)), 10, split)
     labels = tf.constant([0, 1, 1, 3])
-    losses = tf.constant([1.0, 2.0, 3.0, 4.0])
-    weighted = trainer.replica_loss(losses, tf.one_hot(labels, 10)).numpy()
+    logits = tf.random.stateless_normal([4, 10], seed=(1, 2))
+    losses = cross_entropy(logits, tf.one_hot(labels, 10)).numpy()
+    weights = balanced_class_weights(split.labels)
+    weighted = make_loss(class_weights=weights)(logits, tf.one_hot(labels, 10)).numpy()
     w = 1000 / (10 * COUNTS)
-    assert weighted == pytest.approx((w[0] * 1 + w[1] * 2 + w[1] * 3 + w[3] * 4) / 4, rel=1e-6)
-    plain = build_trainer(Config(hidden=(8,)), 10, split).replica_loss(
-        losses, tf.one_hot(labels, 10)
-    )
-    assert plain.numpy() == pytest.approx(2.5)
+    expected = (w[0] * losses[0] + w[1] * losses[1] + w[1] * losses[2] + w[3] * losses[3]) / 4
+    assert weighted == pytest.approx(expected, rel=1e-6)
+    assert make_loss()(logits, tf.one_hot(labels, 10)).numpy() == pytest.approx(losses.mean())
 
 
 def test_oversampling_draws_every_class_equally_often_deterministically():

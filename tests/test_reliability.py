@@ -263,7 +263,7 @@ class CrashAt(Observer):
     def __init__(self, step: int):
         self.step = step
 
-    def on_step_end(self, ctx, step, outputs):
+    def on_step_end(self, ctx, step, loss):
         if step >= self.step:
             raise Crash
 

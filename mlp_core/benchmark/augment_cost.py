@@ -13,7 +13,8 @@ import time
 from mlp_core.config.config import Config, with_overrides
 from mlp_core.core.pipeline import steps_per_epoch
 from mlp_core.fastpaths import choose as fastpaths
-from mlp_core.training.loop import build_trainer, load_splits
+from mlp_core.training.loop import load_splits
+from mlp_core.training.trainer import build_trainer
 
 CALL = 16  # steps per compiled call, the CPU default
 
@@ -30,14 +31,14 @@ def augmentation_cost(config: Config, rounds: int = 7, calls: int = 2) -> dict:
     for trainer in trainers.values():  # trace and warm up outside the timed turns
         assert trainer.device_data is not None
         trainer.device_data.set_epoch(0)
-        trainer.train_steps(None, CALL)["loss"].numpy()
+        trainer.train_steps(None, CALL).numpy()
     turns: dict[str, list[float]] = {name: [] for name in trainers}
     for _ in range(rounds):
         for name, trainer in trainers.items():
             start = time.perf_counter()
             for _ in range(calls):
                 outputs = trainer.train_steps(None, CALL)
-            outputs["loss"].numpy()
+            outputs.numpy()
             turns[name].append(calls * CALL * base.batch_size / (time.perf_counter() - start))
     return {
         "hidden": list(base.hidden),

@@ -24,7 +24,8 @@ from mlp_core.benchmark.roofs import jitter
 from mlp_core.config.config import Config
 from mlp_core.core.data import Split
 from mlp_core.core.errors import UserError
-from mlp_core.core.pipeline import DeviceData, train_dataset
+from mlp_core.core.pipeline import train_dataset
+from mlp_core.fastpaths.device_data import DeviceData
 
 
 def input_rates(

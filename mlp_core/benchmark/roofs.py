@@ -15,8 +15,8 @@ import numpy as np
 import tensorflow as tf
 
 from mlp_core.config.config import Config
-from mlp_core.core.model import matmul
 from mlp_core.core.pipeline import FEATURES
+from mlp_core.fastpaths.precision import matmul
 
 DTYPES = {"float32": tf.float32, "bfloat16": tf.bfloat16, "float16": tf.float16}
 # The dtype a variant's matrix multiplies run in.

@@ -47,9 +47,9 @@ class _Timed(Observer):
         self.observer.on_call_begin(ctx, step, count)
         self.seconds += time.perf_counter() - start
 
-    def on_step_end(self, ctx: RunContext, step: int, outputs: dict) -> None:
+    def on_step_end(self, ctx: RunContext, step: int, loss) -> None:
         start = time.perf_counter()
-        self.observer.on_step_end(ctx, step, outputs)
+        self.observer.on_step_end(ctx, step, loss)
         self.seconds += time.perf_counter() - start
 
     def on_epoch_end(self, ctx: RunContext, epoch: int, record: dict) -> None:

@@ -36,7 +36,8 @@ from mlp_core.core.pipeline import (
 from mlp_core.fastpaths import choose as fastpaths
 from mlp_core.observers.base import Observer, RunContext
 from mlp_core.observers.summaries import TensorBoardObserver
-from mlp_core.training.loop import build_trainer, train_and_evaluate
+from mlp_core.training.loop import train_and_evaluate
+from mlp_core.training.trainer import build_trainer
 
 REFERENCE = Config(
     hidden=(512, 256),
@@ -153,7 +154,7 @@ def _stepper(trainer, batches, per_call: int, observers: list):
                 outputs = trainer.train_steps(batches, min(per_call, done + n - step))
             for observer, ctx in observers:
                 observer.on_step_end(ctx, step + per_call, outputs)
-        float(outputs["loss"].numpy())
+        float(outputs.numpy())
 
     return run
 

@@ -6,13 +6,10 @@ inspected) as soon as it is constructed. The model returns logits; softmax lives
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Callable, Sequence
 
 import tensorflow as tf
-
-from mlp_core.fastpaths.choose import cpu_has_bf16
 
 ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
     "relu": tf.nn.relu,
@@ -25,43 +22,15 @@ ACTIVATIONS: dict[str, Callable[[tf.Tensor], tf.Tensor]] = {
 }
 
 
-@functools.cache
-def bf16_products_in_float32() -> bool:
-    """Whether bfloat16 products run as float32 kernels here: on a CPU without bfloat16
-    instructions and no GPU. TensorFlow's own bfloat16 kernels there are emulated, slower and
-    less exact (docs/throughput.md); the float32 kernels on the same bfloat16 values give what
-    a bfloat16 product with float32 accumulation gives, up to the order of the sums."""
-    return not cpu_has_bf16() and not tf.config.list_physical_devices("GPU")
+Affine = Callable[[tf.Tensor, tf.Tensor, tf.Tensor, Callable], tf.Tensor]
 
 
-def matmul(
-    a: tf.Tensor,
-    b: tf.Tensor,
-    transpose_a: bool = False,
-    transpose_b: bool = False,
-    through_float32: bool | None = None,
+def affine(
+    x: tf.Tensor, kernel: tf.Tensor, bias: tf.Tensor, activation: Callable[[tf.Tensor], tf.Tensor]
 ) -> tf.Tensor:
-    """`tf.matmul` in the operands' dtype, as the model multiplies (the roofs time this): bfloat16
-    through float32 kernels where that is faster (`through_float32`; None:
-    `bf16_products_in_float32()`)."""
-    if through_float32 is None:
-        through_float32 = a.dtype == tf.bfloat16 and bf16_products_in_float32()
-    if not through_float32:
-        return tf.matmul(a, b, transpose_a=transpose_a, transpose_b=transpose_b)
-    return tf.cast(float32_product(a, b, transpose_a, transpose_b), a.dtype)
-
-
-def float32_product(
-    a: tf.Tensor, b: tf.Tensor, transpose_a: bool = False, transpose_b: bool = False
-) -> tf.Tensor:
-    """The float32 product of (bfloat16) operands. The casts are differentiable, so gradients
-    come back to the operands rounded to their dtype, as from a bfloat16 product."""
-    return tf.matmul(
-        tf.cast(a, tf.float32),
-        tf.cast(b, tf.float32),
-        transpose_a=transpose_a,
-        transpose_b=transpose_b,
-    )
+    """activation(x @ kernel + bias), in x's dtype: what a layer computes unless a precision
+    policy hands it another way to compute the same thing."""
+    return activation(tf.matmul(x, kernel) + bias)
 
 
 def init_weights(
@@ -89,9 +58,10 @@ class Dense(tf.Module):
         initializer: str = "he_uniform",
         dtype: tf.DType = tf.float32,
         name: str | None = None,
+        compute: Affine = affine,
     ):
         super().__init__(name=name)
-        self.activation = ACTIVATIONS[activation]
+        self.activation, self.compute = ACTIVATIONS[activation], compute
         with self.name_scope:
             self.kernel = tf.Variable(
                 init_weights(rng, initializer, fan_in, fan_out, dtype), name="kernel"
@@ -100,16 +70,9 @@ class Dense(tf.Module):
 
     @tf.Module.with_name_scope  # groups its ops in the Graphs dashboard
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        """Computes in x's dtype: float32 weights are cast for mixed precision (a no-op otherwise).
-
-        Where bfloat16 products run as float32 kernels, the bias and activation stay in float32
-        too and the output is rounded once, as a fused bfloat16 kernel (oneDNN's) computes them.
-        """
+        """Computes in x's dtype: float32 weights are cast for mixed precision (a no-op otherwise)."""
         kernel, bias = tf.cast(self.kernel, x.dtype), tf.cast(self.bias, x.dtype)
-        if x.dtype == tf.bfloat16 and bf16_products_in_float32():
-            outputs = float32_product(x, kernel) + tf.cast(bias, tf.float32)
-            return tf.cast(self.activation(outputs), x.dtype)
-        return self.activation(tf.matmul(x, kernel) + bias)
+        return self.compute(x, kernel, bias, self.activation)
 
 
 class MLP(tf.Module):
@@ -126,6 +89,7 @@ class MLP(tf.Module):
         classes: int = 10,
         dtype: tf.DType = tf.float32,
         name: str = "mlp",
+        compute: Affine = affine,
     ):
         super().__init__(name=name)
         self.dropout = float(dropout)
@@ -143,6 +107,7 @@ class MLP(tf.Module):
                     initializer,
                     dtype,
                     name=f"dense_{i}" if i < len(sizes) - 2 else "logits",
+                    compute=compute,
                 )
                 for i in range(len(sizes) - 1)
             ]

@@ -12,9 +12,12 @@ separate passes cost nearly as much as the backward pass (docs/throughput.md has
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import tensorflow as tf
+
+# A gradient transformation: (gradients, variables) -> gradients, run before the update.
+Transform = Callable[[list[tf.Tensor], Sequence[tf.Variable]], list[tf.Tensor]]
 
 
 class Constant:
@@ -51,9 +54,16 @@ class Optimizer(tf.Module):
 
     slot_names: tuple[str, ...] = ()
 
-    def __init__(self, variables: Sequence[tf.Variable], schedule, name: str, fused: bool = True):
+    def __init__(
+        self,
+        variables: Sequence[tf.Variable],
+        schedule,
+        name: str,
+        fused: bool = True,
+        transforms: Sequence[Transform] = (),
+    ):
         super().__init__(name=name)
-        self.schedule, self.fused = schedule, fused
+        self.schedule, self.fused, self.transforms = schedule, fused, tuple(transforms)
         with self.name_scope:
             self.iterations = tf.Variable(0, dtype=tf.int64, trainable=False, name="iterations")
             self.slots = {
@@ -71,12 +81,21 @@ class Optimizer(tf.Module):
         """The rate the next update will use."""
         return self.schedule(self.iterations)
 
+    def scale_loss(self, loss: tf.Tensor) -> tf.Tensor:
+        """The loss to differentiate: itself here; a loss-scaling wrapper scales it."""
+        return loss
+
     @tf.Module.with_name_scope  # groups its ops in the Graphs dashboard
     def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]) -> None:
-        """Apply one update to every variable, then advance the step counter."""
+        """Transform the gradients, apply one update to every variable, advance the counter.
+
+        Half-precision gradients go to the variables' float32 first, like the master weights."""
+        grads = [tf.cast(g, v.dtype) for g, v in zip(grads, variables)]
+        for transform in self.transforms:
+            grads = transform(grads, variables)
         lr = self.learning_rate
         for i, (g, v) in enumerate(zip(grads, variables)):
-            self._update(i, tf.cast(g, v.dtype), v, tf.cast(lr, v.dtype))
+            self._update(i, g, v, tf.cast(lr, v.dtype))
         self.iterations.assign_add(1)
 
     def _update(self, i: int, g: tf.Tensor, v: tf.Variable, lr: tf.Tensor) -> None:
@@ -104,11 +123,12 @@ class SGD(Optimizer):
         nesterov: bool = False,
         name: str = "sgd",
         fused: bool = True,
+        transforms: Sequence[Transform] = (),
     ):
         self.slot_names = ("momentum",) if momentum > 0 else ()
         self.momentum = float(momentum)
         self.nesterov = nesterov
-        super().__init__(variables, schedule, name, fused)
+        super().__init__(variables, schedule, name, fused, transforms)
 
     def _reference_update(self, i, g, v, lr):
         if not self.slot_names:
@@ -146,9 +166,10 @@ class Adam(Optimizer):
         epsilon: float = 1e-7,
         name: str = "adam",
         fused: bool = True,
+        transforms: Sequence[Transform] = (),
     ):
         self.beta_1, self.beta_2, self.epsilon = beta_1, beta_2, epsilon
-        super().__init__(variables, schedule, name, fused)
+        super().__init__(variables, schedule, name, fused, transforms)
 
     def _powers(self, dtype: tf.DType) -> tuple[tf.Tensor, tf.Tensor]:
         """beta_1^t and beta_2^t for this update's step t (counting from 1), for bias correction."""
@@ -224,16 +245,127 @@ def make_optimizer(
     momentum: float = 0.9,
     weight_decay: float = 0.0,
     fused: bool = True,
+    transforms: Sequence[Transform] = (),
 ) -> Optimizer:
     """The optimizer named by the config's `optimizer` field."""
     if name == "sgd":
-        return SGD(variables, schedule, fused=fused)
+        return SGD(variables, schedule, fused=fused, transforms=transforms)
     if name in ("momentum", "nesterov"):
-        return SGD(
-            variables, schedule, momentum, nesterov=name == "nesterov", name=name, fused=fused
-        )
+        nesterov = name == "nesterov"
+        return SGD(variables, schedule, momentum, nesterov, name, fused, transforms)
     if name == "adam":
-        return Adam(variables, schedule, fused=fused)
+        return Adam(variables, schedule, fused=fused, transforms=transforms)
     if name == "adamw":
-        return AdamW(variables, schedule, weight_decay, fused=fused)
+        return AdamW(variables, schedule, weight_decay, fused=fused, transforms=transforms)
     raise ValueError(f"unknown optimizer {name!r}")
+
+
+def half_squared_norms(grads: Sequence[tf.Tensor]) -> tf.Tensor:
+    """sum(g**2) / 2 of each gradient, with TensorFlow's own L2Loss kernel."""
+    return tf.stack([tf.nn.l2_loss(g) for g in grads])
+
+
+class GradientNorms(tf.Module):
+    """The gradients' norms (per variable, and global), recorded for the summaries.
+
+    `norms` computes the per-variable half squares: `half_squared_norms`, or a form a compiler
+    runs faster. Their sum is finite exactly when every gradient is (short of overflow), which
+    makes it the cheap finiteness test the guard needs."""
+
+    def __init__(
+        self,
+        count: int,
+        norms: Callable[[Sequence[tf.Tensor]], tf.Tensor] = half_squared_norms,
+    ):
+        super().__init__(name="gradient_norms")
+        self.norms = norms
+        first = tf.VariableAggregation.ONLY_FIRST_REPLICA  # every replica holds the same sums
+        with self.name_scope:
+            self.half_squares = tf.Variable(
+                tf.zeros([count]), trainable=False, name="half_squares", aggregation=first
+            )
+
+    def record(self, grads: Sequence[tf.Tensor]) -> tf.Tensor:
+        """Store the half squares of `grads`; returns whether all of them are finite."""
+        half_squares = self.norms(grads)
+        self.half_squares.assign(half_squares)
+        return tf.math.is_finite(tf.reduce_sum(half_squares))
+
+    def global_norm(self) -> tf.Tensor:
+        return tf.sqrt(2.0 * tf.reduce_sum(self.half_squares))
+
+
+def clip_by_global_norm(max_norm: float) -> Transform:
+    """Scale all gradients down together when their global norm exceeds `max_norm`."""
+
+    def clip(grads: list[tf.Tensor], variables: Sequence[tf.Variable]) -> list[tf.Tensor]:
+        return tf.clip_by_global_norm(grads, max_norm)[0]
+
+    return clip
+
+
+def add_l2(l2: float) -> Transform:
+    """The gradient of an L2 penalty 0.5 * l2 * |W|^2 on the weight matrices (not the biases)."""
+
+    def penalty(grads: list[tf.Tensor], variables: Sequence[tf.Variable]) -> list[tf.Tensor]:
+        return [g + l2 * v if v.shape.rank >= 2 else g for g, v in zip(grads, variables)]
+
+    return penalty
+
+
+class OptimizerWrapper(tf.Module):
+    """An optimizer around another: it passes everything on unless it overrides it."""
+
+    def __init__(self, inner, name: str):
+        super().__init__(name=name)
+        self.inner = inner
+
+    @property
+    def iterations(self) -> tf.Variable:
+        return self.inner.iterations
+
+    @property
+    def schedule(self):
+        return self.inner.schedule
+
+    @property
+    def learning_rate(self) -> tf.Tensor:
+        return self.inner.learning_rate
+
+    def scale_loss(self, loss: tf.Tensor) -> tf.Tensor:
+        return self.inner.scale_loss(loss)
+
+    def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]) -> None:
+        self.inner.apply(grads, variables)
+
+
+class SkipNonFinite(OptimizerWrapper):
+    """Applies an update only when every gradient is finite; otherwise leaves the weights, slots
+    and counters as they were and raises `diverged`, which the loop checks before any save.
+    It records the gradients' norms on the way, which is how it tells."""
+
+    def __init__(self, inner, norms: GradientNorms):
+        super().__init__(inner, name="skip_non_finite")
+        self.norms = norms
+        self.diverged = tf.Variable(
+            False,
+            trainable=False,
+            name="diverged",
+            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
+        )
+
+    def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]) -> None:
+        grads = [tf.cast(g, v.dtype) for g, v in zip(grads, variables)]
+        finite = self.norms.record(grads)
+        apply_only_if(finite, self.inner, grads, variables)
+        self.diverged.assign(self.diverged | ~finite)
+
+
+def apply_only_if(condition: tf.Tensor, optimizer, grads, variables) -> None:
+    """`optimizer.apply(grads, variables)` when `condition` holds, else nothing."""
+
+    def update() -> tf.Operation:
+        optimizer.apply(grads, variables)
+        return tf.no_op()
+
+    tf.cond(condition, update, tf.no_op)

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import tensorflow as tf
 
 from mlp_core.config.config import Config
 from mlp_core.core.data import Split
-from mlp_core.core.step import Trainer
+
+if TYPE_CHECKING:  # the loop builds the trainer and hands it to observers; they never build one
+    from mlp_core.training.trainer import Trainer
 
 
 @dataclass
@@ -40,8 +43,8 @@ class Observer:
     def on_call_begin(self, ctx: RunContext, step: int, count: int) -> None:
         """Before a compiled call that runs steps `step + 1` .. `step + count`."""
 
-    def on_step_end(self, ctx: RunContext, step: int, outputs: dict[str, tf.Tensor]) -> None:
-        pass
+    def on_step_end(self, ctx: RunContext, step: int, loss: tf.Tensor) -> None:
+        """After a call; `loss` is the objective of its last step."""
 
     def on_epoch_end(self, ctx: RunContext, epoch: int, record: dict) -> None:
         pass

@@ -152,13 +152,14 @@ class DynamicsObserver(Observer):
         if every and (step + count) // every > step // every:
             self.before = (snapshot(ctx.trainer.model), count)
 
-    def on_step_end(self, ctx: RunContext, step: int, outputs: dict[str, tf.Tensor]) -> None:
+    def on_step_end(self, ctx: RunContext, step: int, loss: tf.Tensor) -> None:
         if self.before is None:
             return
         if self.measure is None:  # one compiled call instead of some forty eager ops per log
             self.measure = tf.function(partial(step_values, ctx.trainer.model))
         before, count = self.before
-        values = self.measure(outputs["grad_l2_losses"], before, tf.constant(count, tf.float32))
+        half_squares = ctx.trainer.norms.half_squares  # of the call's last step
+        values = self.measure(half_squares, before, tf.constant(count, tf.float32))
         self.before = None
         with self.summaries.writers["train"].as_default(step=step):
             for key, per_layer in values.items():

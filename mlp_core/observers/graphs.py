@@ -7,9 +7,12 @@ step). The multi-step loops (`--steps-per-call`) run this same step as the body 
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import tensorflow as tf
 
-from mlp_core.core.step import Trainer
+if TYPE_CHECKING:
+    from mlp_core.training.trainer import Trainer
 
 
 def write_step_graphs(trainer: Trainer, writers: dict[str, tf.summary.SummaryWriter]) -> bool:
@@ -20,7 +23,10 @@ def write_step_graphs(trainer: Trainer, writers: dict[str, tf.summary.SummaryWri
     """
     if trainer.distributed:
         return False
-    for name, function in (("train", trainer.train_step), ("validation", trainer.eval_step)):
+    for name, function in (
+        ("train", trainer.train_step),
+        ("validation", trainer.eval_step.compiled),
+    ):
         with writers[name].as_default():
             tf.summary.graph(function.get_concrete_function().graph)
     return True

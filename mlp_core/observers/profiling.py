@@ -93,7 +93,7 @@ class ProfilerObserver(Observer):
             start(ctx.run_dir)
             self.capturing = True
 
-    def on_step_end(self, ctx: RunContext, step: int, outputs: dict[str, tf.Tensor]) -> None:
+    def on_step_end(self, ctx: RunContext, step: int, loss: tf.Tensor) -> None:
         if self.capturing and step >= self.last:
             self.on_run_end(ctx, {})
 

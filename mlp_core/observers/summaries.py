@@ -18,7 +18,7 @@ from tensorboard.plugins.hparams import api as hp
 
 from mlp_core.config.config import Config
 from mlp_core.core.pipeline import flatten_and_one_hot
-from mlp_core.core.step import preprocess
+from mlp_core.core.step import cross_entropy, preprocess
 from mlp_core.evaluation.figures import confusion_figure, digit_grid, figure_to_png
 from mlp_core.evaluation.predictions import confusion_matrix, mistake_titles, predict_probabilities
 from mlp_core.observers.base import Observer, RunContext
@@ -51,6 +51,7 @@ class TensorBoardObserver(Observer):
             self.monitor.images[:FIXED_BATCH], self.monitor.labels[:FIXED_BATCH]
         )
         self.last_step = int(ctx.trainer.global_step.numpy())
+        self.logged_sums = ctx.trainer.train_metrics.sums()  # train means run from here
         self.rate_from = (time.perf_counter(), self.last_step)  # examples/s is measured from here
         with tf.summary.create_file_writer(str(ctx.run_dir)).as_default(step=0):
             write_run_description(ctx.config)
@@ -59,17 +60,32 @@ class TensorBoardObserver(Observer):
             tf.summary.image("sample_inputs", png(digit_grid(ctx.train.images[:GRID], titles)))
         write_step_graphs(ctx.trainer, self.writers)
 
-    def on_step_end(self, ctx: RunContext, step: int, outputs: dict[str, tf.Tensor]) -> None:
+    def on_step_end(self, ctx: RunContext, step: int, loss: tf.Tensor) -> None:
         if not self.log_every or step // self.log_every == self.last_step // self.log_every:
             return  # with several steps per call, log once a multiple of log_every is passed
         now, (since, from_step) = time.perf_counter(), self.rate_from
         rate = (step - from_step) * ctx.config.batch_size / max(now - since, 1e-9)
         self.rate_from, self.last_step = (now, step), step
+        trainer = ctx.trainer
         with self.writers["train"].as_default(step=step):
-            for key in ("loss", "accuracy", "grad_norm"):
-                tf.summary.scalar(key, outputs[key])
-            tf.summary.scalar("learning_rate", ctx.trainer.optimizer.schedule(step - 1))
+            for key, value in self.train_means(trainer.train_metrics.sums()).items():
+                tf.summary.scalar(key, value)  # the quantities validation and test log too
+            if objective_differs(ctx.config):
+                tf.summary.scalar("objective", loss)  # what the step minimized, last step
+            tf.summary.scalar("grad_norm", trainer.norms.global_norm())
+            # The rate the last update applied (updates, not steps, drive the schedule).
+            tf.summary.scalar(
+                "learning_rate", trainer.optimizer.schedule(trainer.optimizer.iterations - 1)
+            )
             tf.summary.scalar("examples_per_sec", rate)
+
+    def train_means(self, sums: tuple[float, int, int]) -> dict[str, float]:
+        """Mean cross-entropy and accuracy of the training batches since the last log point
+        (since the epoch's start, when the loop has reset the sums in between)."""
+        before = self.logged_sums if sums[2] >= self.logged_sums[2] else (0.0, 0, 0)
+        self.logged_sums = sums
+        count = max(sums[2] - before[2], 1)
+        return {"loss": (sums[0] - before[0]) / count, "accuracy": (sums[1] - before[1]) / count}
 
     def on_epoch_end(self, ctx: RunContext, epoch: int, record: dict) -> None:
         step = epoch * ctx.steps_per_epoch
@@ -112,15 +128,14 @@ class TensorBoardObserver(Observer):
     def _histograms(self, ctx: RunContext) -> None:
         """Weights and biases, their gradients on the fixed batch, and each hidden layer's output."""
         model, (images, one_hot) = ctx.trainer.model, self.fixed
+        x = preprocess(images, ctx.config.normalize)
         with tf.GradientTape() as tape:
-            losses, _ = ctx.trainer.per_example_loss(images, one_hot, training=False)
-            loss = tf.reduce_mean(losses)
+            loss = tf.reduce_mean(cross_entropy(model(x), one_hot))
         grads = tape.gradient(loss, model.trainable_variables)
         for var, grad in zip(model.trainable_variables, grads):
             name = var.name.split(":")[0]
             tf.summary.histogram(f"weights/{name}", var)
             tf.summary.histogram(f"gradients/{name}", grad)
-        x = preprocess(images, ctx.config.normalize)
         for i, activation in enumerate(model.forward(x)[:-1]):
             tf.summary.histogram(f"activations/hidden_{i}", activation)
 
@@ -137,6 +152,11 @@ def write_augmented_inputs(ctx: RunContext, step: int) -> None:
     pixels = np.clip(np.round(warped.numpy()), 0, 255).astype(np.uint8).reshape(images.shape)
     titles = [str(label) for label in ctx.train.labels[:GRID]]
     tf.summary.image("augmented_inputs", png(digit_grid(pixels, titles)))
+
+
+def objective_differs(config: Config) -> bool:
+    """Whether the step minimizes something other than the plain mean cross-entropy."""
+    return bool(config.label_smoothing or config.class_weights != "none" or config.l2)
 
 
 def png(figure) -> tf.Tensor:

@@ -11,6 +11,7 @@ the distortions the uninterrupted run would have drawn, and no extra generator s
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import tensorflow as tf
@@ -187,3 +188,14 @@ def from_config(config: Config) -> Augmentation:
         config.seed,
         digits,
     )
+
+
+def augmented(step: Callable, augmentation: Augmentation, counter: tf.Variable) -> Callable:
+    """`step` on distorted batches: the draws are keyed on the step counter (before the step moves
+    it) and the replica, so a resumed or replicated run distorts exactly as an unbroken one."""
+
+    def step_on_distorted(images: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
+        replica = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return step(augmentation.batch(images, one_hot, counter, replica), one_hot)
+
+    return step_on_distorted

@@ -11,6 +11,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from mlp_core.core.model import MLP
+from mlp_core.core.optim import OptimizerWrapper
 
 
 class WeightAverage(tf.Module):
@@ -35,3 +36,15 @@ class WeightAverage(tf.Module):
         rate = 1.0 - tf.minimum(self.decay, (1.0 + t) / (10.0 + t))  # one rate for every weight
         for average, value in zip(self.shadow.trainable_variables, variables):
             average.assign_sub((average - value) * tf.cast(rate, average.dtype))
+
+
+class WithWeightAverage(OptimizerWrapper):
+    """An update hook: after every update the inner optimizer applies, the average follows."""
+
+    def __init__(self, inner, average: WeightAverage):
+        super().__init__(inner, name="with_weight_average")
+        self.average = average
+
+    def apply(self, grads, variables) -> None:
+        self.inner.apply(grads, variables)
+        self.average.update(list(variables), self.inner.iterations)

@@ -98,8 +98,6 @@ class Checkpointer:
             global_step=trainer.global_step,
             state=self.state,
         )
-        if trainer.loss_scale is not None:
-            self._progress["loss_scale"] = trainer.loss_scale
         if trainer.ema is not None:
             self._progress["ema_model"] = trainer.ema.shadow
         self.restored = (

@@ -18,9 +18,7 @@ from mlp_core.config.config import Config, with_overrides
 from mlp_core.core import data as mnist
 from mlp_core.core.errors import DivergedError, Interrupted, UserError
 from mlp_core.core.model import MLP
-from mlp_core.core.optim import make_optimizer, make_schedule, warmup_steps
-from mlp_core.core.pipeline import DeviceData, default_device, eval_dataset, steps_per_epoch
-from mlp_core.core.step import LossConfig, Trainer
+from mlp_core.core.pipeline import default_device, eval_dataset, steps_per_epoch
 from mlp_core.distribute.strategy import check_same_step, is_chief, make_strategy, worker_failures
 from mlp_core.fastpaths import choose as fastpaths
 from mlp_core.observers.base import Observer, RunContext
@@ -28,9 +26,6 @@ from mlp_core.observers.dynamics import DynamicsObserver
 from mlp_core.observers.profiling import ProfilerObserver, step_marker
 from mlp_core.observers.projector import ProjectorObserver
 from mlp_core.observers.summaries import TensorBoardObserver
-from mlp_core.recipe import augment
-from mlp_core.recipe.balance import balanced_class_weights
-from mlp_core.recipe.ema import WeightAverage
 from mlp_core.serving.export import ExportObserver
 from mlp_core.training.checkpointing import Checkpointer, GracefulStop, restore_newest
 from mlp_core.training.console import ProgressBar
@@ -45,6 +40,7 @@ from mlp_core.training.rundir import (
     run_path,
     write_json,
 )
+from mlp_core.training.trainer import build_model, build_trainer
 
 EVAL_BATCH = 1000
 DIVERGENCE_CHECK_EVERY = 16
@@ -54,55 +50,6 @@ def set_determinism(seed: int) -> None:
     """Same seed, same machine -> bit-identical results."""
     tf.random.set_seed(seed)
     tf.config.experimental.enable_op_determinism()
-
-
-def build_model(config: Config) -> MLP:
-    return MLP(config.hidden, config.activation, config.dropout, config.initializer, config.seed)
-
-
-def build_trainer(
-    config: Config, steps: int, train: mnist.Split | None = None, device: str | None = None
-) -> Trainer:
-    """Model, schedule, optimizer, loss settings and fast paths, all from the config."""
-    fastpaths.keep_freed_memory()  # process-wide, idempotent: the steps stop page-faulting
-    model = build_model(config)
-    warmup = warmup_steps(config.warmup_epochs, steps, config.epochs)
-    schedule = make_schedule(config.schedule, config.lr, warmup, steps * config.epochs)
-    optimizer = make_optimizer(
-        config.optimizer, model.trainable_variables, schedule, config.momentum, config.weight_decay
-    )
-    weights = (
-        balanced_class_weights(_training(train).labels)
-        if config.class_weights == "balanced"
-        else ()
-    )
-    loss = LossConfig(
-        config.normalize,
-        config.label_smoothing,
-        config.l2,
-        config.clip_norm,
-        "float32" if config.precision == "auto" else config.precision,
-        weights,
-    )
-    data = (
-        DeviceData(
-            _training(train), config.batch_size, config.seed, device, config.balance == "oversample"
-        )
-        if config.data_on_device
-        else None
-    )
-    # Built like the model, so the average starts at the initial weights.
-    ema = WeightAverage(build_model(config), config.ema_decay) if config.ema_decay else None
-    return Trainer(
-        model, optimizer, loss, bool(config.jit_compile), data, augment.from_config(config), ema
-    )
-
-
-def _training(train: mnist.Split | None) -> mnist.Split:
-    """The training split, which balanced class weights and on-device data are built from."""
-    if train is None:
-        raise ValueError("balanced class weights and on-device data need the training split")
-    return train
 
 
 def load_splits(config: Config) -> tuple[mnist.Split, mnist.Split, mnist.Split]:
@@ -203,7 +150,7 @@ def run_epochs(
     val_ds = eval_dataset(ctx.val, EVAL_BATCH, ctx.device) if len(ctx.val) else None
     history = ckpt.state.records()
     for epoch in range(len(history) + 1, config.epochs + 1):
-        lr = float(trainer.optimizer.schedule((epoch - 1) * ctx.steps_per_epoch).numpy())
+        lr = float(trainer.optimizer.learning_rate.numpy())  # what the epoch's first update uses
         train, bar = train_epoch(ctx, ckpt, epoch, observers, stop or GracefulStop())
         record = {"epoch": epoch, "lr": lr, **_prefixed("train", train)}
         if val_ds is not None:
@@ -249,6 +196,7 @@ def build_context(config: Config, device: str | None = "auto", resume: bool = Fa
         assert config.run_name is not None  # named above
         run_dir = run_path(config.logdir, config.run_name)
     steps = steps_per_epoch(train, config.batch_size)
+    fastpaths.keep_freed_memory()  # process-wide, idempotent: the steps stop page-faulting
     with strategy.scope():
         trainer = build_trainer(config, steps, train, device)
     return RunContext(config, run_dir, trainer, train, val, test, steps, device)
