@@ -150,7 +150,7 @@ def cpu_bf16(monkeypatch):
 
     def pretend(has_bf16: bool) -> None:
         precision_module.bf16_products_in_float32.cache_clear()
-        monkeypatch.setattr(model_module, "cpu_has_bf16", lambda: has_bf16)
+        monkeypatch.setattr(precision_module, "cpu_has_bf16", lambda: has_bf16)
 
     yield pretend
     precision_module.bf16_products_in_float32.cache_clear()
