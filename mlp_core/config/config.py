@@ -15,7 +15,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from mlp_core.config import presets
 from mlp_core.config.cli import ArgumentParser
@@ -148,7 +148,7 @@ class Flag:
     help: str
     parse: Callable[[str], Any] | None = None
     choices: tuple[str, ...] | None = None
-    kind: str = "value"
+    kind: Literal["value", "off", "toggle"] = "value"
     spelling: str | None = None
     metavar: str | None = None
 
