@@ -6,12 +6,9 @@ augmented training on that digit's test recall and precision (docs/imbalance.jso
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
-from mlp_core.config.config import add_config_flags, config_from_args  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main
+from mlp_core.config.config import add_config_flags, config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -24,11 +21,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not 0 < args.keep <= 1:
         parser.error(f"--keep must be in (0, 1], got {args.keep}")
-    if not args.val_size:
+    config = config_from_args(args)
+    if not config.val_size:  # checked after the preset, which may set it
         parser.error("--val-size must be > 0: the cut applies to the training part only")
     from mlp_core.analysis.imbalance import ablate_imbalance
 
-    numbers = ablate_imbalance(config_from_args(args), args.digit, args.keep, args.prefix, args.out)
+    numbers = ablate_imbalance(config, args.digit, args.keep, args.prefix, args.out)
     print(
         f"digit {args.digit}: {numbers['rare_training_images']} of {numbers['training_images']} "
         f"training images"

@@ -5,12 +5,9 @@ python scripts/ablate_normalization.py --epochs 5 --prefix quick
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
-from mlp_core.config.config import add_config_flags, config_from_args  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main
+from mlp_core.config.config import add_config_flags, config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -18,11 +15,12 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(parser)
     parser.add_argument("--prefix", default="ablate-normalization", help="run name prefix")
     args = parser.parse_args(argv)
-    if not args.normalize:
+    config = config_from_args(args)
+    if not config.normalize:
         parser.error("--no-normalize: the experiment trains both ways itself")
     from mlp_core.analysis.ablation import ablate_normalization
 
-    numbers = ablate_normalization(config_from_args(args), args.prefix)
+    numbers = ablate_normalization(config, args.prefix)
     for name in ("normalized", "raw"):
         n = numbers[name]
         accuracy = f"{100 * n['test_accuracy']:.2f} %" if n["test_accuracy"] is not None else "none"

@@ -6,12 +6,9 @@ python scripts/augment_cost.py --augment affine+elastic --rotate 8 --elastic-alp
 
 import json
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
-from mlp_core.config.config import add_config_flags, config_from_args, explicit_fields  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main
+from mlp_core.config.config import add_config_flags, config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -19,9 +16,7 @@ def main(argv: list[str] | None = None) -> int:
     add_config_flags(parser)
     parser.add_argument("--rounds", type=int, default=7, help="turns of each variant")
     args = parser.parse_args(argv)
-    from mlp_core.config.presets import apply_preset
-
-    config = apply_preset(config_from_args(args), explicit_fields(argv))
+    config = config_from_args(args)
     if config.augment == "none":
         parser.error("give an --augment (or --preset best) to compare against none")
     from mlp_core.benchmark.augment_cost import augmentation_cost

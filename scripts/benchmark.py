@@ -12,15 +12,13 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
-from mlp_core.config.config import _nonneg_int, _positive_int  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main
+from mlp_core.config.config import nonneg_int, positive_int
 
 
 def batch_sizes(text: str) -> list[int]:
     try:
-        return [_positive_int(part) for part in text.split(",")]
+        return [positive_int(part) for part in text.split(",")]
     except (argparse.ArgumentTypeError, ValueError):
         raise argparse.ArgumentTypeError(
             f"must be comma-separated positive integers, got {text!r}"
@@ -50,15 +48,15 @@ def parser() -> argparse.ArgumentParser:
     add = p.add_argument
     add("--batch-sizes", type=batch_sizes, default=[128, 512])
     add("--device", choices=("auto", "cpu", "gpu"), default="auto")
-    add("--steps", type=_positive_int, default=600, help="timed steps per round")
+    add("--steps", type=positive_int, default=600, help="timed steps per round")
     add(
         "--round-examples",
-        type=_nonneg_int,
+        type=nonneg_int,
         default=0,
         help="instead of --steps: about this many examples per round at every batch size",
     )
-    add("--rounds", type=_positive_int, default=5, help="rounds; the variants take turns in each")
-    add("--warmup", type=_positive_int, default=50, help="untimed steps first")
+    add("--rounds", type=positive_int, default=5, help="rounds; the variants take turns in each")
+    add("--warmup", type=positive_int, default=50, help="untimed steps first")
     add("--variants", type=names, default=(), help="comma-separated variants (default: all)")
     add(
         "--sweep-variants",
@@ -72,11 +70,11 @@ def parser() -> argparse.ArgumentParser:
     add("--roof-flops", type=float, default=1e10, help="FLOPs per timing of a compute roof")
     add(
         "--input-batches",
-        type=_positive_int,
+        type=positive_int,
         default=200,
         help="batches per round of the input pipeline alone",
     )
-    add("--train-subset", type=_nonneg_int, default=0, help="use the first N images only")
+    add("--train-subset", type=nonneg_int, default=0, help="use the first N images only")
     add("--json", type=Path, help="write the results here")
     add("--markdown", type=Path, help="write the tables docs/throughput.md shows here")
     add(
@@ -96,7 +94,7 @@ def parser() -> argparse.ArgumentParser:
         metavar="ACC",
         help="also time the default config to this validation accuracy vs Keras fit",
     )
-    add("--seeds", type=_positive_int, default=1, help="time to accuracy: seeds 0..N-1, each once")
+    add("--seeds", type=positive_int, default=1, help="time to accuracy: seeds 0..N-1, each once")
     add(
         "--strategy",
         choices=("default", "mirrored"),
@@ -105,13 +103,13 @@ def parser() -> argparse.ArgumentParser:
     )
     add(
         "--logical-cpus",
-        type=_nonneg_int,
+        type=nonneg_int,
         default=0,
         help="without GPUs: scale over 1..N logical CPUs",
     )
     add(
         "--scaling-batch",
-        type=_positive_int,
+        type=positive_int,
         default=128,
         help="per-replica batch of the scaling runs",
     )

@@ -7,9 +7,7 @@ python scripts/export.py --run logs/<run> --out DIR  # somewhere else
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -7,10 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
-from mlp_core.config.config import add_config_flags, config_from_args  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main
+from mlp_core.config.config import add_config_flags, config_from_args
 
 
 def main(argv: list[str] | None = None) -> int:

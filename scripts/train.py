@@ -8,12 +8,9 @@ python scripts/train.py --preset best        # the recipe of docs/best.md
 """
 
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
-from mlp_core.config.config import (  # noqa: E402
+from mlp_core.config.cli import ArgumentParser, run_main
+from mlp_core.config.config import (
     add_config_flags,
     config_from_args,
     explicit_fields,
@@ -31,14 +28,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--dry-run", action="store_true", help="one epoch on 1,024 images")
     args = parser.parse_args(argv)
-    from mlp_core.config.presets import apply_preset, describe
-
-    explicit = explicit_fields(argv)
-    config = config_from_args(args)
-    if not args.resume:  # a resumed run keeps its saved config, preset values included
-        config = apply_preset(config, explicit)
-        if config.preset != "default":  # the default preset changes nothing worth a line
-            print(describe(config, explicit), file=sys.stderr)
+    # A resumed run keeps its saved config, preset values included: no preset applied again.
+    config = config_from_args(args, preset=not args.resume)
     if args.dry_run:
         config = with_overrides(config, epochs=1, train_subset=1024)
     from mlp_core.training.console import summary  # TensorFlow loads only after the flags are valid
@@ -46,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlp_core.training.rundir import config_for_resume
 
     if args.resume:
-        config = config_for_resume(config, explicit)
+        config = config_for_resume(config, explicit_fields(args))
     print(summary(train_and_evaluate(config, resume=args.resume)))
     return 0
 

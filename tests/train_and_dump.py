@@ -9,15 +9,12 @@ it in subprocesses, because logical CPUs and TF_CONFIG must be set before Tensor
 
 import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import numpy as np
 
-import numpy as np  # noqa: E402
-
-from mlp_core.config.cli import run_main  # noqa: E402
-from mlp_core.config.config import add_config_flags, config_from_args, explicit_fields  # noqa: E402
-from mlp_core.observers.base import Observer  # noqa: E402
+from mlp_core.config.cli import run_main
+from mlp_core.config.config import add_config_flags, config_from_args, explicit_fields
+from mlp_core.observers.base import Observer
 
 
 class DumpWeights(Observer):
@@ -50,9 +47,9 @@ def main(argv=None) -> int:
     from mlp_core.training.loop import train_and_evaluate
     from mlp_core.training.rundir import config_for_resume
 
-    config = config_from_args(args)
+    config = config_from_args(args, preset=not args.resume)
     if args.resume:
-        config = config_for_resume(config, explicit_fields(argv))
+        config = config_for_resume(config, explicit_fields(args))
     train_and_evaluate(config, observers=[DumpWeights(args.out)], resume=args.resume)
     return 0
 

@@ -1,7 +1,9 @@
-"""The one frozen dataclass of hyperparameters, and the command-line flags that override it.
+"""The one frozen dataclass of hyperparameters; its fields also define the command-line flags.
 
-Every run saves its Config as `config.json` and to TensorBoard, so a number can always be traced
-back to the settings that produced it.
+Each field carries its flag in `metadata["flag"]` (help, parser, choices, spelling), and
+`add_config_flags` generates the argparse flags from `dataclasses.fields(Config)`, so a setting is
+written once. Every run saves its Config as `config.json` and to TensorBoard, so a number can
+always be traced back to the settings that produced it.
 """
 
 from __future__ import annotations
@@ -10,10 +12,12 @@ import argparse
 import dataclasses
 import json
 import os
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, TypeVar
 
+from mlp_core.config import presets
 from mlp_core.config.cli import ArgumentParser
 from mlp_core.core.errors import UserError
 
@@ -24,118 +28,52 @@ SCHEDULES = ("cosine", "constant")
 STRATEGIES = ("default", "mirrored", "multi_worker")
 PRECISIONS = ("auto", "float32", "mixed_float16", "mixed_bfloat16")
 AUGMENTS = ("none", "affine", "elastic", "affine+elastic")  # see augment.py and docs/best.md
-PRESETS = ("default", "best", "quick")  # named flag sets, see presets.py
+PRESETS = tuple(presets.PRESETS)  # named flag sets, see presets.py
 
 
-@dataclass(frozen=True)
-class Config:
-    """Hyperparameters and run settings; the defaults are the recipe docs/training.md reports."""
-
-    epochs: int = 20
-    batch_size: int = 128
-    hidden: tuple[int, ...] = (512, 256)
-    activation: str = "relu"
-    dropout: float = 0.1
-    initializer: str = "he_uniform"
-    optimizer: str = "adamw"
-    lr: float = 5e-3
-    momentum: float = 0.9
-    weight_decay: float = 0.05  # decay per step is lr * wd: it matters in long runs
-    schedule: str = "cosine"
-    warmup_epochs: float = 1.0
-    label_smoothing: float = 0.0
-    l2: float = 0.0
-    clip_norm: float = 0.0
-    seed: int = 0
-    val_size: int = 10_000
-    normalize: bool = True
-    train_subset: int = 0
-    checkpoint_every: int = 1000
-    summaries: bool = True
-    log_every: int = 100
-    histogram_every: int = 1
-    profile_steps: str = ""  # "A:B": capture a tf.profiler trace of steps A..B; "" = off
-    data_dir: str | None = None
-    logdir: str = "logs"
-    run_name: str | None = None
-    strategy: str = "default"
-    logical_cpus: int = 0
-    # Fast paths; None / 0 / "auto" = the fastest correct choice for the device (see loop.py).
-    jit_compile: bool | None = None
-    steps_per_call: int = 0
-    data_on_device: bool | None = None
-    precision: str = "auto"
-    # Recipe (docs/best.md): a named preset, augmentation and the imbalance remedies.
-    preset: str = "default"
-    augment: str = "none"
-    rotate: float = 0.0
-    scale: float = 0.0
-    shear: float = 0.0
-    translate: float = 0.0
-    elastic_sigma: float = 4.0
-    elastic_alpha: float = 34.0
-    ema_decay: float = 0.0  # evaluate an exponential moving average of the weights; 0 = off
-    augment_digits: str = ""
-    class_weights: str = "none"
-    balance: str = "none"
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
-        }
-
-    def to_json(self) -> str:
-        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> Config:
-        """Rebuild a Config from `config.json`; unknown keys are an error, not silently dropped."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(values) - names)
-        if unknown:
-            raise UserError(f"config has unknown keys: {', '.join(unknown)}")
-        values = dict(values)
-        if "hidden" in values:
-            values["hidden"] = tuple(int(h) for h in values["hidden"])
-        return cls(**values)
+def _parse(kind: type, text: str) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
     value = _parse(int, text)
     if value <= 0:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
     return value
 
 
-def _nonneg_int(text: str) -> int:
+def nonneg_int(text: str) -> int:
     value = _parse(int, text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {text!r}")
     return value
 
 
-def _positive_float(text: str) -> float:
+def positive_float(text: str) -> float:
     value = _parse(float, text)
     if not value > 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text!r}")
     return value
 
 
-def _nonneg_float(text: str) -> float:
+def nonneg_float(text: str) -> float:
     value = _parse(float, text)
     if not value >= 0 or value == float("inf"):
         raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
     return value
 
 
-def _fraction(text: str) -> float:
+def fraction(text: str) -> float:
     value = _parse(float, text)
     if not 0.0 <= value < 1.0:
         raise argparse.ArgumentTypeError(f"must be in [0, 1), got {text!r}")
     return value
 
 
-def _hidden(text: str) -> tuple[int, ...]:
+def layer_sizes(text: str) -> tuple[int, ...]:
     """Parse '512,256' into (512, 256); '' or 'none' means no hidden layer (softmax regression)."""
     if text.strip().lower() in ("", "none"):
         return ()
@@ -162,7 +100,7 @@ def parse_step_range(text: str) -> tuple[int, int]:
     return span
 
 
-def _step_range(text: str) -> str:
+def step_range(text: str) -> str:
     if not text:  # the default (argparse passes string defaults through `type` too)
         return ""
     try:
@@ -183,14 +121,14 @@ def run_name_problem(name: str) -> str | None:
     return None
 
 
-def _run_name(text: str) -> str:
+def checked_run_name(text: str) -> str:
     problem = run_name_problem(text)
     if problem:
         raise argparse.ArgumentTypeError(problem)
     return text
 
 
-def _digits(text: str) -> str:
+def digits(text: str) -> str:
     """'9' or '3,5' (classes 0..9, kept as text in the Config); '' = every class."""
     parts = [p.strip() for p in text.split(",") if p.strip()]
     if not all(p.isdigit() and len(p) == 1 for p in parts):
@@ -198,194 +136,265 @@ def _digits(text: str) -> str:
     return ",".join(sorted(set(parts)))
 
 
-def _parse(kind: type, text: str):
-    try:
-        return kind(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected {kind.__name__}, got {text!r}") from None
+@dataclass(frozen=True)
+class Flag:
+    """How one Config field appears on the command line.
+
+    kind "value" takes an argument (checked by `parse`, or one of `choices`); "off" is a lone
+    `--no-<field>` that stores False; "toggle" is a `--x/--no-x` pair whose default None means
+    "let the library choose". `spelling` replaces the `--field-name` derived from the field.
+    """
+
+    help: str
+    parse: Callable[[str], Any] | None = None
+    choices: tuple[str, ...] | None = None
+    kind: Literal["value", "off", "toggle"] = "value"
+    spelling: str | None = None
+    metavar: str | None = None
+
+    def option(self, name: str) -> str:
+        """The flag as typed: `--batch-size` for `batch_size`, `--no-normalize` for an "off"."""
+        derived = ("--no-" if self.kind == "off" else "--") + name.replace("_", "-")
+        return self.spelling or derived
+
+
+T = TypeVar("T")
+
+
+def option(default: T, help: str, **flag: Any) -> T:
+    """A Config field with its default and its flag (the keywords of `Flag`)."""
+    return dataclasses.field(default=default, metadata={"flag": Flag(help, **flag)})
+
+
+@dataclass(frozen=True)
+class Config:
+    """Hyperparameters and run settings; the defaults are the recipe docs/training.md reports.
+
+    One field, one flag: the `option(...)` beside each default is the flag's help and parser.
+    """
+
+    epochs: int = option(20, "training epochs", parse=positive_int)
+    batch_size: int = option(128, "examples per step", parse=positive_int)
+    hidden: tuple[int, ...] = option(
+        (512, 256), "hidden sizes, e.g. 512,256; none = no hidden layer", parse=layer_sizes
+    )
+    activation: str = option("relu", "hidden-layer activation", choices=ACTIVATIONS)
+    dropout: float = option(0.1, "dropout rate on hidden layers", parse=fraction)
+    initializer: str = option("he_uniform", "weight initializer", choices=INITIALIZERS)
+    optimizer: str = option("adamw", "update rule", choices=OPTIMIZERS)
+    lr: float = option(5e-3, "peak learning rate", parse=positive_float)
+    momentum: float = option(0.9, "for momentum/nesterov SGD", parse=fraction)
+    # Decay per step is lr * wd: it matters in long runs.
+    weight_decay: float = option(0.05, "AdamW decoupled decay", parse=nonneg_float)
+    schedule: str = option("cosine", "cosine = warm-up then cosine", choices=SCHEDULES)
+    warmup_epochs: float = option(1.0, "epochs of linear warm-up", parse=nonneg_float)
+    label_smoothing: float = option(0.0, "label smoothing of the targets", parse=fraction)
+    l2: float = option(0.0, "L2 penalty on weights, added to the loss", parse=nonneg_float)
+    clip_norm: float = option(0.0, "global-norm clip; 0 = off", parse=nonneg_float)
+    seed: int = option(
+        0, "random seed: initialization, shuffling, dropout, augmentation", parse=nonneg_int
+    )
+    val_size: int = option(10_000, "last N training images", parse=nonneg_int)
+    normalize: bool = option(
+        True, "feed raw 0..255 pixels (for the normalization experiment)", kind="off"
+    )
+    train_subset: int = option(
+        0, "train on the first N training images only; 0 = all", parse=nonneg_int
+    )
+    checkpoint_every: int = option(
+        1000, "also checkpoint every N steps mid-epoch; 0 = at epoch ends only", parse=nonneg_int
+    )
+    summaries: bool = option(
+        True, "write no TensorBoard summaries (for throughput comparisons)", kind="off"
+    )
+    log_every: int = option(
+        100, "TensorBoard training scalars every N steps; 0 = off", parse=nonneg_int
+    )
+    histogram_every: int = option(
+        1, "weight, gradient and activation histograms every N epochs; 0 = off", parse=nonneg_int
+    )
+    # "A:B": capture a tf.profiler trace of steps A..B; "" = off.
+    profile_steps: str = option(
+        "",
+        "capture a TensorBoard profile of training steps A..B (from 1) into the run directory",
+        parse=step_range,
+        metavar="A:B",
+    )
+    data_dir: str | None = option(None, "IDX files or mnist.npz; default: packaged copy")
+    logdir: str = option("logs", "parent directory of run directories")
+    run_name: str | None = option(
+        None, "run directory name; default: timestamp", parse=checked_run_name
+    )
+    strategy: str = option(
+        "default",
+        "tf.distribute: one device, all local GPUs (mirrored) or the TF_CONFIG cluster",
+        choices=STRATEGIES,
+    )
+    logical_cpus: int = option(
+        0,
+        "split the CPU into N logical devices (for mirrored without GPUs); 0 = no split",
+        parse=nonneg_int,
+    )
+    # Fast paths; None / 0 / "auto" = the fastest correct choice for the device (see loop.py).
+    jit_compile: bool | None = option(
+        None,
+        "compile the step with XLA (default: the device's fastest)",
+        kind="toggle",
+        spelling="--jit",
+    )
+    steps_per_call: int = option(
+        0, "training steps per compiled call; 0 = the device's fastest", parse=nonneg_int
+    )
+    data_on_device: bool | None = option(
+        None, "hold the training set on the device and draw batches in-graph", kind="toggle"
+    )
+    precision: str = option(
+        "auto", "mixed_* compute in half precision with float32 weights", choices=PRECISIONS
+    )
+    # Recipe (docs/best.md): a named preset, augmentation and the imbalance remedies.
+    preset: str = option(
+        "default", "a named set of flag values; flags given explicitly win", choices=PRESETS
+    )
+    augment: str = option("none", "distort training batches in-graph", choices=AUGMENTS)
+    rotate: float = option(0.0, "max rotation, degrees", parse=nonneg_float)
+    scale: float = option(0.0, "max relative scaling, per axis", parse=fraction)
+    shear: float = option(0.0, "max horizontal shear, degrees", parse=nonneg_float)
+    translate: float = option(0.0, "max shift, pixels", parse=nonneg_float)
+    elastic_sigma: float = option(
+        4.0, "elastic: Gaussian width of the displacement field, pixels", parse=positive_float
+    )
+    elastic_alpha: float = option(
+        34.0, "elastic: scale of the displacement field, pixels", parse=nonneg_float
+    )
+    # Evaluate an exponential moving average of the weights; 0 = off.
+    ema_decay: float = option(
+        0.0,
+        "evaluate, save and export a moving average of the weights (e.g. 0.999); 0 = off",
+        parse=fraction,
+    )
+    augment_digits: str = option(
+        "", "augment only these classes, e.g. 9 or 3,5; default: all", parse=digits
+    )
+    class_weights: str = option(
+        "none",
+        "balanced: weight each example's loss by N / (10 * its class count)",
+        choices=("none", "balanced"),
+    )
+    balance: str = option(
+        "none",
+        "oversample: draw training batches with every class equally likely",
+        choices=("none", "oversample"),
+    )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> Config:
+        """Rebuild a Config from `config.json`; unknown keys are an error, not silently dropped."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise UserError(f"config has unknown keys: {', '.join(unknown)}")
+        values = dict(values)
+        if "hidden" in values:
+            values["hidden"] = tuple(int(h) for h in values["hidden"])
+        return cls(**values)
+
+
+_EXPLICIT = "_config_explicit"  # the namespace attribute listing the config flags given
+
+
+def _given(namespace: argparse.Namespace, dest: str) -> None:
+    """Note that the command line set `dest`, so a preset leaves it alone whatever its value."""
+    setattr(namespace, _EXPLICIT, {*getattr(namespace, _EXPLICIT, ()), dest})
+
+
+class _Store(argparse.Action):
+    """A flag with a value: stored like argparse's default action, and noted as given."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, values)
+        _given(namespace, self.dest)
+
+
+class _Off(argparse.Action):
+    """`--no-<field>`: stores False and is noted as given."""
+
+    def __init__(self, option_strings, dest, default=True, help=None) -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        setattr(namespace, self.dest, False)
+        _given(namespace, self.dest)
+
+
+class _Toggle(argparse.BooleanOptionalAction):
+    """`--x/--no-x`, noted as given."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        super().__call__(parser, namespace, values, option_string)
+        _given(namespace, self.dest)
+
+
+_ACTIONS: dict[str, type[argparse.Action]] = {"value": _Store, "off": _Off, "toggle": _Toggle}
 
 
 def add_config_flags(parser: argparse.ArgumentParser, defaults: Config = Config()) -> None:
-    """Add one kebab-case flag per Config field; each defaults to the dataclass value."""
-    d = defaults
-    add = parser.add_argument
-    add("--epochs", type=_positive_int, default=d.epochs, help="training epochs")
-    add("--batch-size", type=_positive_int, default=d.batch_size, help="examples per step")
-    add("--hidden", type=_hidden, default=d.hidden, help="hidden sizes, e.g. 512,256")
-    add("--activation", choices=ACTIVATIONS, default=d.activation)
-    add("--dropout", type=_fraction, default=d.dropout, help="dropout rate on hidden layers")
-    add("--initializer", choices=INITIALIZERS, default=d.initializer)
-    add("--optimizer", choices=OPTIMIZERS, default=d.optimizer)
-    add("--lr", type=_positive_float, default=d.lr, help="peak learning rate")
-    add("--momentum", type=_fraction, default=d.momentum, help="for momentum/nesterov SGD")
-    add("--weight-decay", type=_nonneg_float, default=d.weight_decay, help="AdamW decoupled decay")
-    add("--schedule", choices=SCHEDULES, default=d.schedule, help="cosine = warm-up then cosine")
-    add("--warmup-epochs", type=_nonneg_float, default=d.warmup_epochs)
-    add("--label-smoothing", type=_fraction, default=d.label_smoothing)
-    add("--l2", type=_nonneg_float, default=d.l2, help="L2 penalty on weights, added to the loss")
-    add("--clip-norm", type=_nonneg_float, default=d.clip_norm, help="global-norm clip; 0 = off")
-    add("--seed", type=_nonneg_int, default=d.seed)
-    add("--val-size", type=_nonneg_int, default=d.val_size, help="last N training images")
-    add(
-        "--no-normalize",
-        dest="normalize",
-        action="store_false",
-        help="feed raw 0..255 pixels (for the normalization experiment)",
-    )
-    add(
-        "--train-subset",
-        type=_nonneg_int,
-        default=d.train_subset,
-        help="train on the first N training images only; 0 = all",
-    )
-    add(
-        "--checkpoint-every",
-        type=_nonneg_int,
-        default=d.checkpoint_every,
-        help="also checkpoint every N steps mid-epoch; 0 = at epoch ends only",
-    )
-    add(
-        "--no-summaries",
-        dest="summaries",
-        action="store_false",
-        help="write no TensorBoard summaries (for throughput comparisons)",
-    )
-    add(
-        "--log-every",
-        type=_nonneg_int,
-        default=d.log_every,
-        help="TensorBoard training scalars every N steps; 0 = off",
-    )
-    add(
-        "--histogram-every",
-        type=_nonneg_int,
-        default=d.histogram_every,
-        help="weight, gradient and activation histograms every N epochs; 0 = off",
-    )
-    add(
-        "--profile-steps",
-        type=_step_range,
-        default=d.profile_steps,
-        metavar="A:B",
-        help="capture a TensorBoard profile of training steps A..B (from 1) into the run directory",
-    )
-    add(
-        "--jit",
-        dest="jit_compile",
-        action=argparse.BooleanOptionalAction,
-        default=d.jit_compile,
-        help="compile the step with XLA (default: the device's fastest)",
-    )
-    add(
-        "--steps-per-call",
-        type=_nonneg_int,
-        default=d.steps_per_call,
-        help="training steps per compiled call; 0 = the device's fastest",
-    )
-    add(
-        "--data-on-device",
-        action=argparse.BooleanOptionalAction,
-        default=d.data_on_device,
-        help="hold the training set on the device and draw batches in-graph",
-    )
-    add(
-        "--precision",
-        choices=PRECISIONS,
-        default=d.precision,
-        help="mixed_* compute in half precision with float32 weights",
-    )
-    add("--data-dir", default=d.data_dir, help="IDX files or mnist.npz; default: packaged copy")
-    add("--logdir", default=d.logdir, help="parent directory of run directories")
-    add(
-        "--run-name",
-        type=_run_name,
-        default=d.run_name,
-        help="run directory name; default: timestamp",
-    )
-    add(
-        "--strategy",
-        choices=STRATEGIES,
-        default=d.strategy,
-        help="tf.distribute: one device, all local GPUs (mirrored) or the TF_CONFIG cluster",
-    )
-    add(
-        "--logical-cpus",
-        type=_nonneg_int,
-        default=d.logical_cpus,
-        help="split the CPU into N logical devices (for mirrored without GPUs); 0 = no split",
-    )
-    _add_recipe_flags(add, d)
+    """Add one flag per Config field, generated from its `Flag`; each defaults to `defaults`."""
+    for field in dataclasses.fields(Config):
+        flag: Flag = field.metadata["flag"]
+        extra: dict[str, Any] = {}
+        if flag.kind == "value":
+            extra = dict(type=flag.parse, choices=flag.choices, metavar=flag.metavar)
+        parser.add_argument(
+            flag.option(field.name),
+            dest=field.name,
+            action=_ACTIONS[flag.kind],
+            default=getattr(defaults, field.name),
+            help=flag.help,
+            **extra,
+        )
 
 
-def _add_recipe_flags(add, d: Config) -> None:
-    """Preset, augmentation strengths and the imbalance remedies (docs/best.md)."""
-    add(
-        "--preset",
-        choices=PRESETS,
-        default=d.preset,
-        help="a named set of flag values; flags given explicitly win",
-    )
-    add("--augment", choices=AUGMENTS, default=d.augment, help="distort training batches in-graph")
-    add("--rotate", type=_nonneg_float, default=d.rotate, help="max rotation, degrees")
-    add("--scale", type=_fraction, default=d.scale, help="max relative scaling, per axis")
-    add("--shear", type=_nonneg_float, default=d.shear, help="max horizontal shear, degrees")
-    add("--translate", type=_nonneg_float, default=d.translate, help="max shift, pixels")
-    add(
-        "--elastic-sigma",
-        type=_positive_float,
-        default=d.elastic_sigma,
-        help="elastic: Gaussian width of the displacement field, pixels",
-    )
-    add(
-        "--elastic-alpha",
-        type=_nonneg_float,
-        default=d.elastic_alpha,
-        help="elastic: scale of the displacement field, pixels",
-    )
-    add(
-        "--ema-decay",
-        type=_fraction,
-        default=d.ema_decay,
-        help="evaluate, save and export a moving average of the weights (e.g. 0.999); 0 = off",
-    )
-    add(
-        "--augment-digits",
-        type=_digits,
-        default=d.augment_digits,
-        help="augment only these classes, e.g. 9 or 3,5; default: all",
-    )
-    add(
-        "--class-weights",
-        choices=("none", "balanced"),
-        default=d.class_weights,
-        help="balanced: weight each example's loss by N / (10 * its class count)",
-    )
-    add(
-        "--balance",
-        choices=("none", "oversample"),
-        default=d.balance,
-        help="oversample: draw training batches with every class equally likely",
-    )
+def explicit_fields(source: argparse.Namespace | Sequence[str] | None = None) -> set[str]:
+    """The Config fields set on the command line, whatever their value (defaults excluded).
+
+    `source` is a namespace parsed by a parser with `add_config_flags`, or the argv (None: this
+    process's) to parse for the config flags alone, other flags ignored.
+    """
+    if isinstance(source, argparse.Namespace):
+        return set(getattr(source, _EXPLICIT, ()))
+    parser = ArgumentParser(add_help=False)
+    add_config_flags(parser)
+    known, _ = parser.parse_known_args(source)
+    return explicit_fields(known)
 
 
-def explicit_fields(argv: Sequence[str] | None = None) -> set[str]:
-    """The Config fields set on the command line, whatever their value (defaults excluded)."""
-    shadow = argparse.ArgumentParser(add_help=False)
-    add_config_flags(shadow)
-    for action in shadow._actions:  # only flags that were given end up in the namespace
-        action.default, action.type = argparse.SUPPRESS, None
-    known, _ = shadow.parse_known_args(argv)
-    return set(vars(known))
+def config_from_args(args: argparse.Namespace, *, preset: bool = True) -> Config:
+    """The Config of parsed flags, with the chosen preset's values for fields not given.
 
-
-def config_from_args(args: argparse.Namespace) -> Config:
-    """Build the Config from parsed flags (only fields the dataclass knows)."""
+    A preset other than `default` is announced on stderr with what it set. `preset=False` builds
+    the Config from the flags alone: a resumed run keeps its saved config rather than getting
+    the preset applied again (see rundir.config_for_resume).
+    """
     names = {f.name for f in dataclasses.fields(Config)}
-    return Config(**{k: v for k, v in vars(args).items() if k in names})
+    config = Config(**{k: v for k, v in vars(args).items() if k in names})
+    if not preset or config.preset == "default":  # the default preset changes nothing
+        return config
+    explicit = explicit_fields(args)
+    config = presets.apply_preset(config, explicit)
+    print(presets.describe(config, explicit), file=sys.stderr)
+    return config
 
 
 def parse_config(argv: Sequence[str] | None = None, description: str = "") -> Config:
-    """Parse flags into a Config. Bad values exit with one `error:` line (code 2)."""
+    """Parse flags into a Config, preset applied. Bad values exit with one `error:` line (code 2)."""
     parser = ArgumentParser(description=description)
     add_config_flags(parser)
     return config_from_args(parser.parse_args(argv))
