@@ -1,5 +1,6 @@
-"""The commands shown in README.md and docs/*.md work as written, so the pages cannot drift from the
-code: a renamed flag, script or bad default fails here.
+"""The pages tell the truth about the code and the reports: every command shown in README.md and
+docs/*.md works as written, every table they quote from a benchmark report is that report rendered
+now, and no page reads as a diary.
 
 Every `.venv/bin/python scripts/...` line of a shell block is collected. Each one's flags go through
 its script's own `main` in this process, up to the point where the script would start the real
@@ -7,13 +8,14 @@ work (training, a benchmark, a measurement), which is replaced by a stop. The qu
 one-epoch dry run of training also run for real, in a scratch directory (so the documented relative
 paths `logs/...` land there), where `logs/<run>` and `my_digit.png` stand for a run and an image
 the test makes. Lines that need a killed run or a cluster are skipped, naming the test that covers
-them instead.
+them instead. `python3 run.py ...` lines must name a command run.py has.
 """
 
 from __future__ import annotations
 
 import glob
 import importlib
+import importlib.util
 import re
 import shlex
 import shutil
@@ -23,6 +25,8 @@ from pathlib import Path
 
 import pytest
 from test_reliability import script_main
+
+import run
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -42,6 +46,7 @@ WORK = [
     ("mlp_core.analysis.mistakes", "analyze_run"),
     ("mlp_core.serving.export", "export_model"),
     ("mlp_core.serving.export", "load_serving"),
+    ("mlp_core.benchmark.markdown", "load_report"),  # render_docs.py, benchmark.py --from-json
 ]
 # Scripts that also run for real, cheaply: the documented flags plus these (the last value wins).
 REAL = {
@@ -59,13 +64,20 @@ class Stop(Exception):
 def documented_commands() -> list[tuple[str, list[str]]]:
     """(page, argv after `python`) for every script command in a shell block of the docs."""
     found: dict[str, tuple[str, list[str]]] = {}
+    for page, line in _shell_lines():
+        argv = _script_argv(line)
+        if argv:
+            found.setdefault(shlex.join(argv), (page, argv))
+    return sorted(found.values(), key=lambda item: shlex.join(item[1]))
+
+
+def _shell_lines() -> list[tuple[str, str]]:
+    """(page, line) for every line of every shell block of the docs, continued lines joined."""
+    lines = []
     for page in PAGES:
         for block in re.findall(r"```(?:bash|console|sh)\n(.*?)```", page.read_text(), re.S):
-            for line in block.replace("\\\n", " ").splitlines():  # join continued lines
-                argv = _script_argv(line)
-                if argv:
-                    found.setdefault(shlex.join(argv), (page.name, argv))
-    return sorted(found.values(), key=lambda item: shlex.join(item[1]))
+            lines += [(page.name, line) for line in block.replace("\\\n", " ").splitlines()]
+    return lines
 
 
 def _script_argv(line: str) -> list[str] | None:
@@ -155,3 +167,68 @@ def _run(workdir: Path, argv: list[str]) -> subprocess.CompletedProcess:
         capture_output=True,
         timeout=600,
     )
+
+
+def _render_docs():
+    """scripts/render_docs.py as a module (its functions, not its command line)."""
+    spec = importlib.util.spec_from_file_location(
+        "render_docs", ROOT / "scripts" / "render_docs.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+BLOCKS = [
+    (page.name, report, renderer, body)
+    for page in PAGES
+    for report, renderer, body in _render_docs().blocks(page.read_text())
+]
+
+
+def test_the_pages_quote_the_benchmark_report():
+    quoting = {page for page, report, _, _ in BLOCKS if report == "docs/benchmark.json"}
+    assert {"README.md", "throughput.md"} <= quoting
+
+
+@pytest.mark.parametrize(
+    "page, report, renderer, body", BLOCKS, ids=[f"{b[0]}:{b[1]}:{b[2]}" for b in BLOCKS]
+)
+def test_a_quoted_table_is_its_report_rendered_now(page, report, renderer, body):
+    """Re-rendered from the JSON with today's renderer: a stale or hand-edited table fails here
+    (`scripts/render_docs.py` refreshes them)."""
+    rendered = _render_docs().rendered(report, renderer)
+    assert rendered.count("\n") >= 2, f"{report}: {renderer} rendered no table"
+    assert body == rendered, f"{page}: the table from {report} is stale; run scripts/render_docs.py"
+
+
+RUN_PY = sorted(
+    {
+        (page, line.split("#")[0].strip())
+        for page, line in _shell_lines()
+        if line.lstrip("$ ").startswith("python3 run.py")
+    }
+)
+
+
+@pytest.mark.parametrize("page, line", RUN_PY, ids=[f"{p}:{c}" for p, c in RUN_PY])
+def test_a_documented_run_py_command_exists(page, line):
+    words = shlex.split(line.lstrip("$ "))[2:]
+    assert words and words[0] in run.COMMANDS, f"{page}: run.py has no command {words[:1]}"
+    paths = [word for word in words[1:] if word.startswith("tests/")]
+    assert all((ROOT / path).exists() for path in paths), f"{page}: no such file in {paths}"
+
+
+# The marks of a lab notebook: sessions, runs by letter, the project's issues, what changed.
+DIARY = re.compile(
+    r"\bsessions?\b|\bruns? [A-N]\b|\b(?:this|the|that|our|an?) (?:\w+ )?issues?\b|"
+    r"no longer|used to|was tried|we tried|previous(?:ly)?|superseded|not re-measured",
+    re.I,
+)
+
+
+@pytest.mark.parametrize("page", PAGES, ids=[page.name for page in PAGES])
+def test_a_page_is_reference_not_a_diary(page):
+    text = re.sub(r"\]\([^)]*\)|https?://\S+", "]", page.read_text())  # link targets are no prose
+    found = [m.group(0) for m in DIARY.finditer(text)]
+    assert not found, f"{page.name}: {found} (history lives in git log)"

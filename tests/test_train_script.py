@@ -107,6 +107,7 @@ BAD_FLAGS = [
     ("ablate_imbalance.py", ["--digit", "12"]),
     ("augment_cost.py", ["--augment", "sideways"]),
     ("summary_cost.py", ["--epochs", "0"]),
+    ("render_docs.py", ["--no-such-flag"]),
 ]
 
 
