@@ -157,7 +157,7 @@ def _scaling_child(replicas: int, batch: int, steps: int, rounds: int, train_sub
 def mirrored_rate(replicas: int, batch: int, steps: int, rounds: int, train_subset: int) -> dict:
     """In this (fresh) process: `replicas` mirrored replicas, timed over `rounds` of `steps` steps."""
     from mlp_core.benchmark.throughput import REFERENCE, _stepper
-    from mlp_core.distribute.strategy import train_batches
+    from mlp_core.training.checkpointing import train_batches
     from mlp_core.training.loop import build_context
 
     gpus = len(tf.config.list_physical_devices("GPU"))

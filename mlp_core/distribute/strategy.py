@@ -11,22 +11,15 @@ to its own copy (step.py). The chief (worker 0) owns the run directory; the othe
 
 from __future__ import annotations
 
-import atexit
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import tensorflow as tf
 
 from mlp_core.config.config import Config
 from mlp_core.core.errors import UserError
-from mlp_core.core.pipeline import train_dataset
-from mlp_core.observers.base import RunContext
-from mlp_core.training.rundir import CHECKPOINTS
 
 TASK_TYPES = ("chief", "worker")
 TF_CONFIG_EXAMPLE = (
@@ -171,62 +164,3 @@ def _abort_reason(message: str) -> str:
             continued = reason.endswith(":") and i + 1 < len(lines)
             return f"{reason} {lines[i + 1].strip()}" if continued else reason
     return lines[0].strip() if lines else "a collective operation failed"
-
-
-def check_same_step(ctx: RunContext, step: int) -> None:
-    """Every worker must start from the same step. A worker that cannot see the chief's checkpoints
-    would otherwise train a different model in lock-step with the others, silently."""
-    strategy = ctx.trainer.strategy
-    if ctx.config.strategy != "multi_worker":
-        return
-    per_replica = strategy.run(lambda: tf.constant(step, tf.int64))
-    total = int(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))
-    if total != step * strategy.num_replicas_in_sync:
-        raise UserError(
-            f"the workers would start from different steps (this one from step {step}); every "
-            f"worker must see the chief's checkpoints in {ctx.run_dir / CHECKPOINTS}"
-        )
-
-
-def checkpoint_dir(ctx: RunContext) -> Path:
-    """Where this process saves checkpoints.
-
-    Every worker saves (saving may take part in collectives), but only the chief into the run
-    directory; the others save into a temporary directory, removed when the process exits, as
-    TensorFlow's multi-worker guide prescribes.
-    """
-    if is_chief(ctx.trainer.strategy):
-        return ctx.run_dir / CHECKPOINTS
-    scratch = tempfile.mkdtemp(prefix="mlp_core-worker-checkpoints-")
-    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
-    return Path(scratch)
-
-
-def train_batches(
-    ctx: RunContext, start_epoch: int, skip_batches: int
-) -> tf.data.Dataset | tf.distribute.DistributedDataset:
-    """The training stream from (epoch, batch) on, as the trainer's strategy feeds its replicas.
-
-    Each worker builds its own input pipeline (`distribute_datasets_from_function`) and keeps only
-    its replicas' contiguous slices of each global batch. Under the default strategy this is the
-    plain dataset, prefetched to the run's device.
-    """
-    config, trainer = ctx.config, ctx.trainer
-    device = None if trainer.distributed else ctx.device  # a strategy places batches itself
-
-    def worker_dataset(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        local = context.num_replicas_in_sync // context.num_input_pipelines
-        first = context.input_pipeline_id * local
-        return train_dataset(
-            ctx.train,
-            config.batch_size,
-            config.seed,
-            device,
-            start_epoch,
-            skip_batches,
-            context.num_replicas_in_sync,
-            range(first, first + local),
-            config.balance == "oversample",
-        )
-
-    return trainer.strategy.distribute_datasets_from_function(worker_dataset)

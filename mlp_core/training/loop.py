@@ -19,7 +19,7 @@ from mlp_core.core import data as mnist
 from mlp_core.core.errors import DivergedError, Interrupted, UserError
 from mlp_core.core.model import MLP
 from mlp_core.core.pipeline import default_device, eval_dataset, steps_per_epoch
-from mlp_core.distribute.strategy import check_same_step, is_chief, make_strategy, worker_failures
+from mlp_core.distribute.strategy import is_chief, make_strategy, worker_failures
 from mlp_core.fastpaths import choose as fastpaths
 from mlp_core.observers.base import Observer, RunContext
 from mlp_core.observers.dynamics import DynamicsObserver
@@ -27,7 +27,12 @@ from mlp_core.observers.profiling import ProfilerObserver, step_marker
 from mlp_core.observers.projector import ProjectorObserver
 from mlp_core.observers.summaries import TensorBoardObserver
 from mlp_core.serving.export import ExportObserver
-from mlp_core.training.checkpointing import Checkpointer, GracefulStop, restore_newest
+from mlp_core.training.checkpointing import (
+    Checkpointer,
+    GracefulStop,
+    check_same_step,
+    restore_newest,
+)
 from mlp_core.training.console import ProgressBar
 from mlp_core.training.rundir import (
     CHECKPOINTS,
