@@ -3,7 +3,7 @@
     python3 run.py mission [train.py flags...] # set up, explore, train the default MLP, analyze it
     python3 run.py train   [train.py flags...] # set up, then only train
     python3 run.py test    [pytest flags...]   # set up, then run the test suite
-    python3 run.py check                       # set up, then lint, format-check and type-check
+    python3 run.py check                       # set up, then lint, format- and type-check, layers
 
 Set-up (a `.venv/` beside this file with the package installed in editable mode) happens once and
 is repeated only when pyproject.toml changes.
@@ -26,7 +26,13 @@ COMMANDS = {
     "test": ["-m", "pytest"],
     "check": [],
 }
-CHECKS = (["-m", "ruff", "check", "."], ["-m", "ruff", "format", "--check", "."], ["-m", "mypy"])
+CHECKS = (
+    ["-m", "ruff", "check", "."],
+    ["-m", "ruff", "format", "--check", "."],
+    ["-m", "mypy"],
+    # import-linter's contracts in pyproject.toml: the layers import downwards, without cycles.
+    ["-c", "import sys; from importlinter.cli import lint_imports_command as c; sys.exit(c())"],
+)
 
 
 def set_up() -> None:

@@ -17,6 +17,8 @@ from mlp_core.analysis.mistakes import analyze_run, summarize
 from mlp_core.evaluation.predictions import predict_probabilities
 from mlp_core.training.loop import load_trained_model, train_and_evaluate
 
+pytestmark = pytest.mark.slow  # the quick tier (-m "not slow") leaves this file out
+
 # Published facts (../shared/data/mnist/README.md).
 TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]

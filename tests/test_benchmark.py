@@ -35,6 +35,8 @@ from mlp_core.fastpaths import choose as fastpaths
 from mlp_core.training.loop import load_splits
 from tests.conftest import ROOT, assert_clean_error, run_here, run_script, tiny_config
 
+pytestmark = pytest.mark.slow  # the quick tier (-m "not slow") leaves this file out
+
 TINY = dataclasses.replace(REFERENCE, hidden=(2,))  # 784-2-10
 
 

@@ -15,6 +15,8 @@ from conftest import tensorboard_server, tiny_config
 
 from mlp_core.training.loop import train_and_evaluate
 
+pytestmark = pytest.mark.slow  # the quick tier (-m "not slow") leaves this file out
+
 PLUGINS = {
     "scalars",
     "histograms",

@@ -25,6 +25,8 @@ from mlp_core.distribute.strategy import check_tf_config, make_strategy
 from mlp_core.observers.base import Observer
 from mlp_core.training.loop import load_trained_model, train_and_evaluate
 
+pytestmark = pytest.mark.slow  # the quick tier (-m "not slow") leaves this file out
+
 # Momentum SGD and an L2 penalty: unlike Adam's, their updates scale with the gradient, so a wrongly
 # averaged loss or penalty shows in the weights. No dropout: each replica draws its own masks.
 # float32: strategies run the plain step, while one device would pick bfloat16 on a CPU that has it.

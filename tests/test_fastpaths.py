@@ -19,6 +19,8 @@ from mlp_core.fastpaths.loops import xla_half_squared_norms
 from mlp_core.fastpaths.precision import LossScaleOptimizer
 from mlp_core.training.loop import build_context, load_trained_model, train_and_evaluate
 
+pytestmark = pytest.mark.slow  # the quick tier (-m "not slow") leaves this file out
+
 PLAIN = dict(jit_compile=False, steps_per_call=1, data_on_device=False, precision="float32")
 
 
@@ -262,6 +264,7 @@ def test_training_flops_count_the_step_s_matrix_multiplies():
 FAULTS_SCRIPT = """
 import ctypes, json, resource
 from mlp_core.fastpaths import choose as fastpaths
+
 libc = ctypes.CDLL(None)
 libc.malloc.restype = ctypes.c_void_p
 SIZE = 16 << 20  # 4,096 pages

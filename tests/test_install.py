@@ -12,6 +12,8 @@ from conftest import ROOT
 
 from mlp_core.core.data import FILES
 
+pytestmark = pytest.mark.slow  # the quick tier (-m "not slow") leaves this file out
+
 
 def test_building_the_package_is_quiet_and_ships_the_data(tmp_path):
     """The same build `pip install -e .` runs (isolated, the newest setuptools the index has)."""

@@ -6,7 +6,8 @@ import numpy as np
 import tensorflow as tf
 
 from mlp_core.core.data import Split
-from mlp_core.core.pipeline import DeviceData, eval_dataset, steps_per_epoch, train_dataset
+from mlp_core.core.pipeline import eval_dataset, steps_per_epoch, train_dataset
+from mlp_core.fastpaths.device_data import DeviceData
 
 
 def _numbered(n: int) -> Split:

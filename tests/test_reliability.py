@@ -24,6 +24,8 @@ from mlp_core.core.data import FILES
 from mlp_core.observers.base import Observer
 from mlp_core.training.loop import load_trained_model, train_and_evaluate
 
+pytestmark = pytest.mark.slow  # the quick tier (-m "not slow") leaves this file out
+
 # 3 epochs of 32 steps, a checkpoint every 5 steps: kills land mid-epoch and between checkpoints.
 SMALL_RUN = [
     "--hidden",

@@ -13,7 +13,7 @@ import tensorflow as tf
 from conftest import tensorboard_server, tiny_config
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from mlp_core.training.loop import default_observers, train_and_evaluate
+from mlp_core.training.loop import build_context, default_observers, train_and_evaluate
 
 STEPS_PER_EPOCH, EPOCHS, LOG_EVERY = 16, 2, 4
 TRAIN_SCALARS = {"loss", "accuracy", "grad_norm", "learning_rate", "examples_per_sec"}
@@ -136,3 +136,58 @@ def test_tensorboard_server_serves_the_tags(run_dir):
         assert "weights/mlp/dense_0/kernel" in tags["histograms"][train]
         assert "misclassified" in tags["images"][f"{run_dir.name}/validation"]
         assert "sample_inputs" in tags["images"][train]
+
+
+def test_train_loss_is_the_mean_cross_entropy_since_the_last_log_point(tmp_path):
+    """With label smoothing the step minimizes another quantity: `loss` and `accuracy` stay the
+    same quantities as validation's (the mean cross-entropy, here over each epoch's steps), and
+    the objective is logged under its own tag."""
+    config = tiny_config(tmp_path, label_smoothing=0.2, log_every=STEPS_PER_EPOCH, **PLAIN_PATH)
+    metrics = train_and_evaluate(config)
+    train = load(Path(metrics["run_dir"]) / "train")
+    logged = dict(scalar(train, "loss"))
+    for epoch, record in enumerate(metrics["history"], start=1):
+        assert logged[epoch * STEPS_PER_EPOCH] == pytest.approx(record["train_loss"], rel=1e-6)
+    accuracy = dict(scalar(train, "accuracy"))
+    assert accuracy[EPOCHS * STEPS_PER_EPOCH] == pytest.approx(
+        metrics["history"][-1]["train_accuracy"], rel=1e-6
+    )
+    objective = dict(scalar(train, "objective"))
+    assert objective.keys() == logged.keys() and objective != logged
+
+
+def test_the_logged_learning_rate_is_the_one_the_last_update_applied(tmp_path):
+    """Under float16 loss scaling overflowing steps are skipped: the schedule follows the
+    optimizer's updates, not the steps, and so does the logged rate."""
+    config = tiny_config(
+        tmp_path,
+        epochs=1,
+        log_every=STEPS_PER_EPOCH,
+        **{**PLAIN_PATH, "precision": "mixed_float16"},
+    )
+    ctx = build_context(config, None)
+    ctx.trainer.guard.scale.assign(2.0**40)  # float16 gradients overflow for the first steps
+    run_with_summaries(ctx)
+    optimizer = ctx.trainer.optimizer
+    updates = int(optimizer.iterations.numpy())
+    assert 0 < updates < STEPS_PER_EPOCH  # some steps were skipped
+    [(step, rate)] = scalar(load(ctx.run_dir / "train"), "learning_rate")
+    assert step == STEPS_PER_EPOCH
+    assert rate == pytest.approx(float(optimizer.schedule(updates - 1)), rel=1e-6)
+    assert rate != pytest.approx(float(optimizer.schedule(STEPS_PER_EPOCH - 1)), rel=1e-3)
+
+
+PLAIN_PATH = dict(jit_compile=False, steps_per_call=1, data_on_device=False, precision="float32")
+
+
+def run_with_summaries(ctx) -> None:
+    """One epoch of `ctx` with the TensorBoard observer alone."""
+    from mlp_core.observers.summaries import TensorBoardObserver
+    from mlp_core.training.checkpointing import Checkpointer
+    from mlp_core.training.loop import run_epochs
+
+    observer = TensorBoardObserver(ctx.config.log_every, histogram_every=0)
+    observer.on_run_begin(ctx)
+    run_epochs(ctx, Checkpointer(ctx), [observer])
+    for writer in observer.writers.values():
+        writer.flush()

@@ -11,6 +11,8 @@ from conftest import ROOT, assert_clean_error, run_here, run_script
 
 from mlp_core.training import console
 
+pytestmark = pytest.mark.slow  # the quick tier (-m "not slow") leaves this file out
+
 
 def test_dry_run_end_to_end(tmp_path):
     result = run_script(

@@ -137,8 +137,9 @@ class TrainStep(tf.Module):
         with tf.GradientTape() as tape:
             logits = tf.cast(self.model(self.inputs(images), training=True), tf.float32)
             loss = self.loss(logits, one_hot)
+            scaled = self.optimizer.scale_loss(loss)  # the loss itself unless loss scaling is on
         variables = self.model.trainable_variables
-        grads = tape.gradient(self.optimizer.scale_loss(loss), variables)
+        grads = tape.gradient(scaled, variables)
         self.optimizer.apply(grads, variables)
         self.metrics.update(cross_entropy(logits, one_hot), logits, one_hot)
         self.steps.assign_add(1)

@@ -155,7 +155,7 @@ def run_epochs(
     val_ds = eval_dataset(ctx.val, EVAL_BATCH, ctx.device) if len(ctx.val) else None
     history = ckpt.state.records()
     for epoch in range(len(history) + 1, config.epochs + 1):
-        lr = float(trainer.optimizer.learning_rate.numpy())  # what the epoch's first update uses
+        lr = epoch_start_rate(ctx, ckpt.step - (epoch - 1) * ctx.steps_per_epoch)
         train, bar = train_epoch(ctx, ckpt, epoch, observers, stop or GracefulStop())
         record = {"epoch": epoch, "lr": lr, **_prefixed("train", train)}
         if val_ds is not None:
@@ -169,6 +169,13 @@ def run_epochs(
         for observer in observers:
             observer.on_epoch_end(ctx, epoch, record)
     return history
+
+
+def epoch_start_rate(ctx: RunContext, done: int) -> float:
+    """The rate of the epoch's first update, `done` steps into it: the schedule follows the
+    optimizer's updates (a step float16 loss scaling skips does not advance it)."""
+    optimizer = ctx.trainer.optimizer
+    return float(optimizer.schedule(optimizer.iterations - done).numpy())
 
 
 def default_observers(config: Config) -> list[Observer]:
