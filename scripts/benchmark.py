@@ -1,4 +1,5 @@
-"""Benchmark training throughput: every fast path vs Keras model.fit vs the roofs of the device.
+"""Benchmark training throughput: every fast path vs Keras model.fit (as written and at its best)
+vs the roofs of the device.
 
 python scripts/benchmark.py                              # batch 128 and 512, this machine's device
 python scripts/benchmark.py --batch-sizes 128 --json bench.json --time-to-accuracy 0.98
@@ -59,7 +60,12 @@ def parser() -> argparse.ArgumentParser:
     )
     add("--rounds", type=_positive_int, default=5, help="rounds; the variants take turns in each")
     add("--warmup", type=_positive_int, default=50, help="untimed steps first")
-    add("--variants", type=names, default=(), help="comma-separated variants (default: all)")
+    add(
+        "--variants",
+        type=names,
+        default=(),
+        help="comma-separated variants (default: all); both Keras rows always run",
+    )
     add(
         "--sweep-variants",
         type=names,
@@ -94,7 +100,7 @@ def parser() -> argparse.ArgumentParser:
         "--time-to-accuracy",
         type=accuracy,
         metavar="ACC",
-        help="also time the default config to this validation accuracy vs Keras fit",
+        help="also time the default config to this validation accuracy vs both Keras rows",
     )
     add("--seeds", type=_positive_int, default=1, help="time to accuracy: seeds 0..N-1, each once")
     add(
