@@ -1,5 +1,4 @@
-"""Benchmark training throughput: every fast path vs Keras model.fit (as written and at its best)
-vs the roofs of the device.
+"""Benchmark training throughput: every fast path vs Keras model.fit vs the roofs of the device.
 
 python scripts/benchmark.py                              # batch 128 and 512, this machine's device
 python scripts/benchmark.py --batch-sizes 128 --json bench.json --time-to-accuracy 0.98
