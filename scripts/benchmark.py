@@ -57,7 +57,12 @@ def parser() -> argparse.ArgumentParser:
     )
     add("--rounds", type=positive_int, default=5, help="rounds; the variants take turns in each")
     add("--warmup", type=positive_int, default=50, help="untimed steps first")
-    add("--variants", type=names, default=(), help="comma-separated variants (default: all)")
+    add(
+        "--variants",
+        type=names,
+        default=(),
+        help="comma-separated variants (default: all); both Keras rows always run",
+    )
     add(
         "--sweep-variants",
         type=names,
@@ -92,7 +97,7 @@ def parser() -> argparse.ArgumentParser:
         "--time-to-accuracy",
         type=accuracy,
         metavar="ACC",
-        help="also time the default config to this validation accuracy vs Keras fit",
+        help="also time the default config to this validation accuracy vs both Keras rows",
     )
     add("--seeds", type=positive_int, default=1, help="time to accuracy: seeds 0..N-1, each once")
     add(

@@ -8,12 +8,20 @@ import os
 import platform
 import re
 
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from mlp_core.benchmark import modes as bench_modes
 from mlp_core.benchmark import roofs as bench_roofs
-from mlp_core.benchmark.markdown import load_report, markdown, summary_table
+from mlp_core.benchmark.markdown import (
+    REQUIRED,
+    ROW_FIELDS,
+    load_report,
+    markdown,
+    missing_fields,
+    summary_table,
+)
 from mlp_core.benchmark.report import (
     save_plot,
     save_roofline_plot,
@@ -22,8 +30,14 @@ from mlp_core.benchmark.report import (
     table,
 )
 from mlp_core.benchmark.throughput import (
+    BEST,
+    KERAS_BEST,
+    KERAS_ROWS,
     REFERENCE,
     Plan,
+    device_details,
+    keras_arrays,
+    keras_model,
     result_row,
     run_benchmark,
     steps_for,
@@ -121,7 +135,9 @@ def test_the_matmul_share_as_compiled_takes_the_variants_compiler():
     # 32,000 ex/s at batch 64: 2 ms a step, so 1 ms of matmuls is half of it and 2 ms all of it;
     # the serial limit adds the 1 ms update: 64 / 2 ms and 64 / 3 ms.
     for config, share, serial in ((graph, 0.5, 32_000.0), (xla, 1.0, 64 / 0.003)):
-        row = result_row("v", 64, [32_000.0] * 3, 16_000.0, config, limits)
+        keras = {"keras_fit": 16_000.0, "keras_fit_best": 20_000.0}
+        row = result_row("v", 64, [32_000.0] * 3, keras, config, limits)
+        assert (row["vs_keras_fit"], row["vs_keras_best"]) == (2.0, 1.6)
         assert row["matmul_share"] == pytest.approx(0.5)
         assert row["matmul_share_as_compiled"] == pytest.approx(share)
         assert row["serial_limit_examples_per_sec"] == pytest.approx(serial)
@@ -153,59 +169,6 @@ def test_steps_per_round_and_variants_per_batch():
         variants_at(Plan(variants=("nope",)), 128, None)
 
 
-FIELDS = {
-    "device",
-    "tensorflow",
-    "keras",
-    "matmul_flops_per_sec",
-    "flops_per_example",
-    "limit_examples_per_sec",
-    "limit_dtype",
-    "steps",
-    "steps_per_round",
-    "warmup_steps",
-    "rounds",
-    "keras_fit_epochs",
-    "best",
-    "threading",
-    "allocator",
-    "onednn",
-    "compute_flops_per_sec",
-    "compute_flops_per_sec_xla",
-    "memory_bytes_per_sec",
-    "step_bytes",
-    "roofline",
-    "roof_in_turns_flops_per_sec",
-    "input_pipeline",
-    "goals",
-    "results",
-}
-NEWER_FIELDS = {  # a row's fields that older reports (docs/benchmark.json) do not have
-    "matmul_share_as_compiled",
-    "serial_limit_examples_per_sec",
-    "serial_limit_of_dtype_roof",
-    "fraction_of_serial_limit",
-}
-ROW_FIELDS = {
-    "variant",
-    "batch_size",
-    "examples_per_sec",
-    "vs_keras_fit",
-    "fraction_of_limit",
-    "dtype",
-    "fraction_of_dtype_roof",
-    "roofline_limit_examples_per_sec",
-    "bound",
-    "fraction_of_roofline",
-    "matmul_share",
-    "spread",
-    "min",
-    "max",
-    "rounds",
-    "fraction_of_roof_in_turns",
-} | NEWER_FIELDS
-
-
 def test_a_tiny_sweep_has_every_field_and_draws_its_charts(tmp_path):
     train, _, _ = load_splits(dataclasses.replace(REFERENCE, train_subset=512, batch_size=64))
     plan = Plan(
@@ -213,7 +176,7 @@ def test_a_tiny_sweep_has_every_field_and_draws_its_charts(tmp_path):
         steps=4,
         warmup=1,
         rounds=2,
-        variants=("plain", "best_float32"),
+        variants=("plain", "best_float32", "keras_fit_best"),  # a Keras row: always there
         sweep_variants=("best_float32",),
         full_at=(64,),
         input_batches=2,
@@ -222,7 +185,7 @@ def test_a_tiny_sweep_has_every_field_and_draws_its_charts(tmp_path):
         profile=tmp_path / "profile",
     )
     report = run_benchmark(train, plan, None)
-    assert FIELDS <= set(report)
+    assert sorted(report) == sorted(REQUIRED) and missing_fields(report) == []
     assert report["onednn"] in (True, False)
     glibc = platform.libc_ver()[0] == "glibc" and not any(
         k.startswith("MALLOC_") for k in os.environ
@@ -230,18 +193,19 @@ def test_a_tiny_sweep_has_every_field_and_draws_its_charts(tmp_path):
     assert report["allocator"] == (fastpaths.ALLOCATOR if glibc else {})
     assert [(r["variant"], r["batch_size"]) for r in report["results"]] == [
         ("keras_fit", 32),
+        ("keras_fit_best", 32),
         ("best_float32", 32),
         ("keras_fit", 64),
+        ("keras_fit_best", 64),
         ("plain", 64),
         ("best_float32", 64),
     ]
     for row in report["results"]:
-        assert ROW_FIELDS <= set(row) and len(row["rounds"]) == (
-            2
-            if row["variant"] != "keras_fit"
-            else len(report["keras_fit_epochs"][str(row["batch_size"])])
-        )
+        epochs = report["keras_fit_epochs"][str(row["batch_size"])]
+        assert sorted(row) == sorted(ROW_FIELDS)
+        assert len(row["rounds"]) == (len(epochs) if row["variant"] == "keras_fit" else 2)
         assert row["min"] <= row["examples_per_sec"] <= row["max"]
+    assert_the_ratios_are_against_the_faster_keras_row(report)
     assert set(report["roofline"]) == {"float32", "bfloat16"} and set(
         report["roofline"]["float32"]
     ) == {"32", "64"}
@@ -249,8 +213,8 @@ def test_a_tiny_sweep_has_every_field_and_draws_its_charts(tmp_path):
     assert list((tmp_path / "profile" / "plain-64" / "plugins" / "profile").glob("*/*.xplane.pb"))
     assert "best_float32" in table(report)
     # plain ran at one batch size: a point on the roofline, no line in the sweep
-    assert sweep_lines(report) == ["keras_fit", "best_float32"]
-    assert sweep_lines(report, least=1) == ["keras_fit", "plain", "best_float32"]
+    assert sweep_lines(report) == ["keras_fit", "keras_fit_best", "best_float32"]
+    assert sweep_lines(report, least=1) == ["keras_fit", "keras_fit_best", "plain", "best_float32"]
     for save in (save_plot, save_sweep_plot, save_roofline_plot):
         assert save(report, tmp_path / f"{save.__name__}.png").read_bytes()[:4] == b"\x89PNG"
     # A bfloat16 row adds its own dtype's limit to the bars.
@@ -258,39 +222,64 @@ def test_a_tiny_sweep_has_every_field_and_draws_its_charts(tmp_path):
     assert save_plot(half, tmp_path / "half.png").read_bytes()[:4] == b"\x89PNG"
     assert_markdown_says_what_the_report_says(report)
     assert_the_script_reports_a_saved_run_again(report, tmp_path)
+    assert_a_report_missing_a_current_field_is_refused(report, tmp_path)
+
+
+def assert_the_ratios_are_against_the_faster_keras_row(report: dict) -> None:
+    """vs_keras_best divides by the faster Keras row, vs_keras_fit by `fit` as written, and
+    keras_baseline names the faster row; the goals quote the same ratios."""
+    for batch in (32, 64):
+        rows = {r["variant"]: r for r in report["results"] if r["batch_size"] == batch}
+        keras = {name: rows[name]["examples_per_sec"] for name in KERAS_ROWS}
+        assert report["keras_baseline"][str(batch)] == max(keras, key=keras.__getitem__)
+        assert rows["keras_fit_best"]["rounds"] and len(set(keras.values())) == 2
+        for row in rows.values():
+            eps = row["examples_per_sec"]
+            assert row["vs_keras_best"] == pytest.approx(eps / max(keras.values()), rel=1e-12)
+            assert row["vs_keras_fit"] == pytest.approx(eps / keras["keras_fit"], rel=1e-12)
+        goal = report["goals"][str(batch)]
+        assert goal["variant"] not in KERAS_ROWS
+        assert goal["vs_keras_best"] == rows[goal["variant"]]["vs_keras_best"]
+    assert report["keras_fit_best"]["steps_per_execution"] == BEST["steps_per_call"]
+    assert report["keras_fit_best"]["jit_compile"] is True
 
 
 def assert_markdown_says_what_the_report_says(report: dict) -> None:
     text = markdown(report)
-    rate = {(r["variant"], r["batch_size"]): r["examples_per_sec"] for r in report["results"]}
-    # Batch 64 ran every variant: its table has one row per variant, with the JSON's median.
+    rows = {(r["variant"], r["batch_size"]): r for r in report["results"]}
+    # Batch 64 ran every variant: its table has one row per variant, with the JSON's numbers.
     table_64 = text.split("Batch 64 ")[1].split("\n\n")[1].splitlines()
-    assert [row.split(" | ")[0] for row in table_64[2:]] == [
-        "| `keras_fit` (float32)",
-        "| `plain` (float32)",
-        "| `best_float32` (float32)",
+    cells = [line.strip("| ").split(" | ") for line in table_64[2:]]
+    assert [c[0] for c in cells] == [
+        "`keras_fit` (float32)",
+        "`keras_fit_best` (float32)",
+        "`plain` (float32)",
+        "`best_float32` (float32)",
     ]
-    assert f"| {rate['plain', 64]:,.0f} |" in table_64[3]
+    for c, name in zip(cells, ("keras_fit", "keras_fit_best", "plain", "best_float32")):
+        row = rows[name, 64]
+        assert c[1] == f"{row['examples_per_sec']:,.0f}"
+        assert c[5] == f"{row['vs_keras_best']:.2f}x"
+        assert c[10] == f"{100 * row['matmul_share_as_compiled']:.0f} %"
+    # The summary table: the same medians and ratios, against the baseline its head names.
+    summary = summary_table(report).splitlines()
+    assert f"vs `{report['keras_baseline']['64']}`" in summary[0]
+    best = next(line for line in summary if line.startswith("| `keras_fit_best`"))
+    assert best.strip("| ").split(" | ")[1:3] == [
+        f"{rows['keras_fit_best', 64]['examples_per_sec']:,.0f} "
+        f"({rows['keras_fit_best', 64]['spread']:,.0f})",
+        f"{rows['keras_fit_best', 64]['vs_keras_best']:.2f}x",
+    ]
     # The sweep: the variants that ran at both batch sizes, one row per batch size.
     sweep = next(part for part in text.split("\n\n") if part.startswith("| batch |"))
     head, _, row_32, row_64 = sweep.splitlines()
-    assert head.startswith("| batch | `keras_fit` | `best_float32` | float32 roofline limit")
+    assert head.startswith("| batch | `keras_fit` | `keras_fit_best` | `best_float32` |")
     assert row_32.startswith(
-        f"| 32 | {rate['keras_fit', 32]:,.0f} | {rate['best_float32', 32]:,.0f} |"
+        f"| 32 | {rows['keras_fit', 32]['examples_per_sec']:,.0f} "
+        f"| {rows['keras_fit_best', 32]['examples_per_sec']:,.0f} "
+        f"| {rows['best_float32', 32]['examples_per_sec']:,.0f} |"
     )
     assert row_64.startswith("| 64 |") and "Scaling" not in text and "Time to" not in text
-    assert table_64[0].endswith("| matmul share | as compiled | serial limit (of own roof) |")
-    assert "compiled by XLA" in text
-    # A report from before the XLA matmul rates existed renders without their columns.
-    old = dict(
-        report,
-        results=[{k: v for k, v in r.items() if k not in NEWER_FIELDS} for r in report["results"]],
-    )
-    del old["compute_flops_per_sec_xla"]
-    older = markdown(old).split("Batch 64 ")[1].split("\n\n")[1].splitlines()
-    assert older[0].endswith("| matmul share |") and next(
-        line for line in table(old).splitlines() if line.startswith("plain ")
-    ).endswith("%        -       -")
 
 
 def assert_the_script_reports_a_saved_run_again(report: dict, tmp_path) -> None:
@@ -304,6 +293,22 @@ def assert_the_script_reports_a_saved_run_again(report: dict, tmp_path) -> None:
     assert (tmp_path / "t.md").read_text() == markdown(report)
     for name in ("bench.png", "bench_sweep.png", "bench_roofline.png"):
         assert (saved.parent / name).read_bytes()[:4] == b"\x89PNG"
+
+
+def assert_a_report_missing_a_current_field_is_refused(report: dict, tmp_path) -> None:
+    """A report without a current field, at the top or in a row, is a one-line error."""
+    rows = [dict(r) for r in report["results"]]
+    del rows[1]["vs_keras_best"]
+    for old, missing in (
+        ({k: v for k, v in report.items() if k != "keras_baseline"}, "keras_baseline"),
+        ({k: v for k, v in report.items() if k != "device_details"}, "device_details"),
+        (dict(report, results=rows), "results[].vs_keras_best"),
+    ):
+        path = tmp_path / "old.json"
+        path.write_text(json.dumps(old))
+        result = run_here("benchmark.py", "--from-json", str(path))
+        assert_clean_error(result, "old.json", f"(no {missing})")
+        assert len(result.stderr.strip().splitlines()) == 1
 
 
 @pytest.mark.parametrize("name", ["benchmark.json", "benchmark_xeon.json", "benchmark_avx2.json"])
@@ -324,25 +329,29 @@ def _row(variant: str, batch: int, rate: float, dtype: str = "float32") -> dict:
         "examples_per_sec": rate,
         "spread": rate / 100,
         "vs_keras_fit": rate / 1000,
+        "vs_keras_best": rate / 1250,
         "fraction_of_dtype_roof": rate / 10000,
     }
 
 
 def test_the_summary_table_has_the_main_variants_at_the_detailed_batches():
-    main = (("best", 2500), ("mixed_bfloat16", 2400), ("keras_fit", 1000))
+    main = (("best", 2500), ("mixed_bfloat16", 2400), ("keras_fit", 1000), ("keras_fit_best", 1250))
     rows = [_row(v, b, r) for v, r in main for b in (8, 16)]
     rows.append(_row("plain", 32, 1200))  # a batch of the sweep only: not a detailed one
-    text = summary_table({"results": rows})
-    lines = text.splitlines()
-    assert lines[0] == (
-        "| variant | batch 8: ex/s (spread) | vs Keras `fit` | of its dtype's roof "
-        "| batch 16: ex/s (spread) | vs Keras `fit` | of its dtype's roof |"
-    )
+    baseline = {"8": "keras_fit_best", "16": "keras_fit"}
+    lines = summary_table({"results": rows, "keras_baseline": baseline}).splitlines()
+    head = lines[0].strip("| ").split(" | ")
+    assert [head[2], head[5]] == ["vs `keras_fit_best`", "vs `keras_fit`"]
     # in the README's order; mixed_bfloat16 is not one of its variants, plain not at 8 or 16
-    assert lines[2:] == [
-        "| `keras_fit` (float32) | 1,000 (10) | 1.00x | 10.0 % | 1,000 (10) | 1.00x | 10.0 % |",
-        "| `best` (float32) | 2,500 (25) | 2.50x | 25.0 % | 2,500 (25) | 2.50x | 25.0 % |",
+    cells = [line.strip("| ").split(" | ") for line in lines[2:]]
+    assert [c[0] for c in cells] == [
+        "`keras_fit` (float32)",
+        "`keras_fit_best` (float32)",
+        "`best` (float32)",
     ]
+    # each rate with its spread, vs_keras_best and the fraction of the roof, at both batch sizes
+    assert cells[2][1:] == ["2,500 (25)", "2.00x", "25.0 %"] * 2
+    assert cells[0][1:4] == ["1,000 (10)", "0.80x", "10.0 %"]
     assert summary_table({"results": []}) == ""  # markdown() renders a report with no rows
 
 
@@ -354,11 +363,9 @@ def test_reporting_a_missing_or_foreign_file_is_one_line(tmp_path):
         run_here("benchmark.py", "--from-json", str(tmp_path / "broken.json")), "not a JSON file"
     )
     (tmp_path / "other.json").write_text('{"results": []}')
-    assert_clean_error(
-        run_here("benchmark.py", "--from-json", str(tmp_path / "other.json")),
-        "not a benchmark report (no device, tensorflow,",
-        "roofline, roof_in_turns_flops_per_sec)",
-    )
+    other = run_here("benchmark.py", "--from-json", str(tmp_path / "other.json"))
+    assert_clean_error(other, "other.json", f"(no {', '.join(REQUIRED[:-1])})")
+    assert len(other.stderr.strip().splitlines()) == 1
 
 
 def test_scaling_runs_one_process_per_replica_count():
@@ -370,10 +377,49 @@ def test_scaling_runs_one_process_per_replica_count():
 def test_time_to_accuracy_gives_one_time_per_seed(tmp_path):
     config = tiny_config(tmp_path, epochs=2, summaries=False)
     result = bench_modes.time_to_accuracy(0.5, config, None, seeds=2)
-    for side in ("custom", "keras_fit"):
+    for side in ("custom", "keras_fit", "keras_fit_best"):
         assert [run["seed"] for run in result[side]["runs"]] == [0, 1]
         assert all(run["seconds"] > 0 for run in result[side]["runs"])
         assert result[side]["reached"] == 2 and result[side]["median_seconds"] is not None
+    medians = {name: result[name]["median_seconds"] for name in KERAS_ROWS}
+    assert result["keras_baseline"] == min(medians, key=medians.__getitem__)
+    ours = result["custom"]["median_seconds"]
+    assert result["speedup_vs_keras_best"] == pytest.approx(min(medians.values()) / ours)
+    assert result["speedup"] == pytest.approx(medians["keras_fit"] / ours)
+    report = {"time_to_accuracy": result}
+    assert not [k for k in missing_fields(report) if k.startswith("time_to_accuracy")]
+
+
+def test_keras_at_its_best_computes_what_fit_as_written_does():
+    """The best Keras model takes the pixels as stored (uint8) and scales them itself, runs 16
+    steps per call and keeps XLA under op determinism (the benchmark's setting)."""
+    tf.config.experimental.enable_op_determinism()
+    train, _, _ = load_splits(dataclasses.replace(REFERENCE, train_subset=64, batch_size=32))
+    written, best = keras_model(REFERENCE), keras_model(REFERENCE, best=True)
+    best.set_weights(written.get_weights())
+    (x, _), (x_best, _) = keras_arrays(train), keras_arrays(train, best=True)
+    assert x_best.dtype == (np.uint8 if KERAS_BEST["inputs"] == "uint8" else np.float32)
+    assert np.allclose(best.predict(x_best, verbose=0), written.predict(x, verbose=0), atol=1e-5)
+    assert best.steps_per_execution == BEST["steps_per_call"] == 16
+    assert best.jit_compile is True
+
+
+def test_device_details_name_the_gpu_and_the_cuda_build(monkeypatch):
+    build = tf.sysconfig.get_build_info()
+    cpu = device_details(None)
+    assert cpu == {
+        "gpu": None,
+        "compute_capability": None,
+        "cuda_build_version": build.get("cuda_version"),
+        "cudnn_build_version": build.get("cudnn_version"),
+    }
+    # On a GPU: what TensorFlow reports of it (faked here: this machine has none).
+    monkeypatch.setattr(tf.config, "list_physical_devices", lambda kind=None: ["gpu0", "gpu1"])
+    details = {"gpu0": {}, "gpu1": {"device_name": "NVIDIA T4", "compute_capability": (7, 5)}}
+    monkeypatch.setattr(tf.config.experimental, "get_device_details", details.__getitem__)
+    gpu = device_details("/GPU:1")
+    assert (gpu["gpu"], gpu["compute_capability"]) == ("NVIDIA T4", "7.5")
+    assert gpu["cuda_build_version"] == cpu["cuda_build_version"]
 
 
 def test_script_rejects_an_unknown_variant_in_one_line():

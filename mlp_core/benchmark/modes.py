@@ -85,24 +85,35 @@ def time_stats(runs: list[dict]) -> dict:
 
 
 def time_to_accuracy(target: float, config: Config, device: str | None, seeds: int) -> dict:
-    """Ours and Keras fit, seed by seed in turns, to `target` validation accuracy."""
+    """Ours, Keras fit as written and Keras fit at its best, seed by seed in turns, to `target`
+    validation accuracy; the speed-ups are against each Keras side and the faster of the two."""
     from mlp_core.benchmark.throughput import custom_time_to_accuracy, keras_time_to_accuracy
 
-    our_runs: list[dict] = []
-    their_runs: list[dict] = []
+    runs: dict[str, list[dict]] = {"custom": [], "keras_fit": [], "keras_fit_best": []}
     for seed in range(seeds):
         seeded = dataclasses.replace(config, seed=seed)
-        our_runs.append({"seed": seed, **custom_time_to_accuracy(target, seeded, device)})
-        their_runs.append({"seed": seed, **keras_time_to_accuracy(target, seeded)})
-    ours, theirs = time_stats(our_runs), time_stats(their_runs)
-    both = ours["median_seconds"] and theirs["median_seconds"]
+        runs["custom"].append({"seed": seed, **custom_time_to_accuracy(target, seeded, device)})
+        for name in ("keras_fit", "keras_fit_best"):
+            timed = keras_time_to_accuracy(target, seeded, best=name == "keras_fit_best")
+            runs[name].append({"seed": seed, **timed})
+    stats = {name: time_stats(side) for name, side in runs.items()}
+    medians = {name: side["median_seconds"] for name, side in stats.items()}
+    reached = [name for name in ("keras_fit", "keras_fit_best") if medians[name]]
+    baseline = min(reached, key=medians.__getitem__) if reached else None
     return {
         "target": target,
         "seeds": seeds,
-        "custom": ours,
-        "keras_fit": theirs,
-        "speedup": theirs["median_seconds"] / ours["median_seconds"] if both else None,
+        **stats,
+        "keras_baseline": baseline,
+        "speedup": _speedup(medians["keras_fit"], medians["custom"]),
+        "speedup_vs_keras_best": _speedup(medians[baseline], medians["custom"])
+        if baseline
+        else None,
     }
+
+
+def _speedup(theirs: float | None, ours: float | None) -> float | None:
+    return theirs / ours if theirs and ours else None
 
 
 def scaling(

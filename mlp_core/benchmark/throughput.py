@@ -3,8 +3,10 @@
 Each variant builds the reference MLP (784-512-256-10, ReLU, Adam 1e-3, no dropout) and runs
 warm-up steps (tracing, XLA compilation, caches). Then the variants are timed in turns, a few rounds
 of many steps each, synchronizing (`.numpy()`) before reading the clock; each variant's median is
-reported. Taking turns spreads the bursts of a shared machine's noise over all variants alike, and
-Keras `fit`, the baseline, is timed both before and after them.
+reported. Taking turns spreads the bursts of a shared machine's noise over all variants alike.
+Keras `fit` runs twice: as written (whole epochs, timed before and after the rounds) and at its
+best (our steps per call, XLA, uint8 inputs; one epoch per round, in turns with ours). Every
+ratio is quoted against the faster of the two.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from __future__ import annotations
 import dataclasses
 import tempfile
 import time
+import warnings
+from collections.abc import Callable
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
@@ -68,6 +72,13 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "best": {},
     "best_summaries": dict(summaries=True),
 }
+# Keras `fit` as written (the notebook's way), and at its best: as many steps per call as our fast
+# variants, compiled by XLA, fed uint8 pixels that the model scales. Every ratio is quoted against
+# the faster of the two at the same batch size.
+KERAS_ROWS = ("keras_fit", "keras_fit_best")
+KERAS_BEST: dict[str, Any] = dict(
+    steps_per_execution=BEST["steps_per_call"], jit_compile=True, inputs="uint8"
+)
 
 
 def training_flops(config: Config) -> int:
@@ -177,23 +188,51 @@ def _summary_observers(config: Config, trainer, train: Split, device) -> list:
     return [(observer, ctx)]
 
 
-def keras_model(config: Config) -> keras.Model:
-    """The same MLP in Keras, compiled as `fit` users do (Keras picks its default jit_compile)."""
-    model = keras.Sequential(
-        [keras.Input((FEATURES,))]
-        + [keras.layers.Dense(n, activation=config.activation) for n in config.hidden]
-        + [keras.layers.Dense(10)]
+def keras_model(config: Config, best: bool = False, optimizer=None) -> keras.Model:
+    """The same MLP in Keras. As written (`best=False`), compiled as `fit` users do: Keras picks
+    its default jit_compile, one step per call, on normalized float32 arrays. At its best, the
+    steps per call of our fast variants (`steps_per_execution`), XLA, and the inputs of
+    KERAS_BEST["inputs"]. `config.dropout` adds Dropout after each hidden layer."""
+    uint8 = best and KERAS_BEST["inputs"] == "uint8"
+    layers: list = [keras.Input((FEATURES,), dtype="uint8" if uint8 else "float32")]
+    if uint8:  # the pixels reach the device as bytes; the model scales them
+        layers.append(keras.layers.Rescaling(1 / 255))
+    for n in config.hidden:
+        layers.append(keras.layers.Dense(n, activation=config.activation))
+        if config.dropout:
+            layers.append(keras.layers.Dropout(config.dropout))
+    model = keras.Sequential(layers + [keras.layers.Dense(10)])
+    fast = dict(
+        steps_per_execution=KERAS_BEST["steps_per_execution"],
+        jit_compile=KERAS_BEST["jit_compile"],
     )
-    model.compile(
-        optimizer=keras.optimizers.Adam(config.lr),
-        metrics=["accuracy"],
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-    )
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", "Model doesn't support `jit_compile=True`")
+        model.compile(
+            optimizer=keras.optimizers.Adam(config.lr) if optimizer is None else optimizer,
+            metrics=["accuracy"],
+            loss=keras.losses.CategoricalCrossentropy(from_logits=True),
+            **(fast if best else {}),
+        )
+    if best:
+        # Keras turns XLA off whenever op determinism is on, as the benchmark runs (train.py's
+        # setting); our XLA variants compile under it, so Keras at its best does too.
+        model._jit_compile = KERAS_BEST["jit_compile"]
     return model
 
 
+def keras_arrays(split: Split, best: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Flat pixels and one-hot labels as `fit` takes them: normalized float32, or at its best the
+    inputs of KERAS_BEST["inputs"] (uint8 pixels, which the model scales)."""
+    images, labels = (t.numpy() for t in flatten_and_one_hot(split.images, split.labels))
+    if best and KERAS_BEST["inputs"] == "uint8":
+        return images.astype(np.uint8), labels
+    return images.astype(np.float32) / 255.0, labels
+
+
 class EpochTimer(keras.callbacks.Callback):
-    """Wall seconds of each epoch of a `fit` call."""
+    """Wall seconds of each epoch of a `fit` call (Keras reads the epoch's metrics back before
+    on_epoch_end, so the device has finished the epoch's steps)."""
 
     def on_epoch_begin(self, epoch, logs=None):
         self.start = time.perf_counter()
@@ -205,17 +244,37 @@ class EpochTimer(keras.callbacks.Callback):
 def keras_epoch_rates(
     config: Config, train: Split, steps: int, rounds: int = ROUNDS
 ) -> list[float]:
-    """Examples/s of each steady-state epoch of `model.fit` on normalized float32 arrays.
+    """Examples/s of each steady-state epoch of `model.fit` as written (the `keras_fit` row).
 
     fit runs whole epochs, as its users do: one to warm up, then enough to cover `steps` about
     `rounds` / 2 times over (the benchmark calls this twice, before and after our variants).
     """
     keras.utils.set_random_seed(config.seed)
-    images, labels = (t.numpy() for t in flatten_and_one_hot(train.images, train.labels))
-    x, model, timer = images.astype(np.float32) / 255.0, keras_model(config), EpochTimer()
+    (x, labels), model, timer = keras_arrays(train), keras_model(config), EpochTimer()
     epochs = 1 + max(rounds // 2 + 1, round(rounds * steps * config.batch_size / len(x) / 2))
     model.fit(x, labels, batch_size=config.batch_size, epochs=epochs, verbose=0, callbacks=[timer])
     return [len(x) / seconds for seconds in timer.seconds[1:]]
+
+
+def keras_best_round(config: Config, train: Split, steps: int, warmup: int) -> Callable[[], float]:
+    """A function timing one round of `fit` at its best (the `keras_fit_best` row), warmed up with
+    `warmup` steps as our variants are: each round is one epoch of exactly `steps` batches, drawn
+    from the training set, so that the round takes its turn among ours like theirs."""
+    keras.utils.set_random_seed(config.seed)
+    (x, labels), model, timer = (
+        keras_arrays(train, best=True),
+        keras_model(config, True),
+        EpochTimer(),
+    )
+    order = np.random.default_rng(config.seed)
+
+    def fit(n: int) -> float:
+        pick = np.resize(order.permutation(len(x)), n * config.batch_size)
+        model.fit(x[pick], labels[pick], batch_size=config.batch_size, verbose=0, callbacks=[timer])
+        return n * config.batch_size / timer.seconds[-1]
+
+    fit(warmup)
+    return lambda: fit(steps)
 
 
 def variants_for(device: str | None) -> list[str]:
@@ -251,16 +310,17 @@ def steps_for(plan: Plan, batch: int) -> int:
 
 
 def variants_at(plan: Plan, batch: int, device: str | None) -> list[str]:
-    """All chosen variants at the detailed batch sizes, the sweep's few elsewhere."""
+    """All chosen variants at the detailed batch sizes, the sweep's few elsewhere. Both Keras rows
+    run at every batch size (every ratio needs them), so naming them changes nothing."""
     names = list(plan.variants) or variants_for(device)
     if batch not in plan.full_at and plan.sweep_variants:
         names = list(plan.sweep_variants)
-    unknown = sorted(set(names) - set(VARIANTS))
+    unknown = sorted(set(names) - set(VARIANTS) - set(KERAS_ROWS))
     if unknown:
         raise UserError(
             f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}"
         )
-    return names
+    return [name for name in names if name not in KERAS_ROWS]
 
 
 def measure_roofs(plan: Plan, device: str | None) -> dict:
@@ -298,17 +358,24 @@ def measure_roofs(plan: Plan, device: str | None) -> dict:
 
 
 def result_row(
-    name: str, batch: int, samples: list[float], keras_eps: float, config: Config, limits: dict
+    name: str,
+    batch: int,
+    samples: list[float],
+    keras: dict[str, float],
+    config: Config,
+    limits: dict,
 ) -> dict:
-    """One variant at one batch size: median and jitter, against Keras fit, the float32 compute
-    limit (the old field), its own dtype's compute roof and the roofline, and its matmuls."""
+    """One variant at one batch size: median and jitter, against Keras `fit` as written and against
+    the faster Keras row (`keras` holds both rows' medians), the float32 compute limit, its own
+    dtype's compute roof and the roofline, and its matmuls."""
     stats, dtype = roofs.jitter(samples), roofs.PRECISION_DTYPE[config.precision]
     eps, line = stats["median"], limits["roofline"][dtype][str(batch)]
     return {
         "variant": name,
         "batch_size": batch,
         "examples_per_sec": eps,
-        "vs_keras_fit": eps / keras_eps,
+        "vs_keras_fit": eps / keras["keras_fit"],
+        "vs_keras_best": eps / max(keras.values()),
         "fraction_of_limit": eps / limits["limit_examples_per_sec"][str(batch)],
         "dtype": dtype,
         "fraction_of_dtype_roof": eps / line["compute_bound_examples_per_sec"],
@@ -324,8 +391,8 @@ def result_row(
 
 
 def _matmul_fields(batch: int, eps: float, config: Config, limits: dict) -> dict:
-    """The step's matmul share, against the graph's kernels (the old field) and against those of
-    the variant's own compiler (XLA's for an XLA variant), and the serial limit of the latter."""
+    """The step's matmul share, against the graph's kernels and against those of the variant's
+    own compiler (XLA's for an XLA variant), and the serial limit of the latter."""
     dtype = roofs.PRECISION_DTYPE[config.precision]
     graph = limits["compute_flops_per_sec"][dtype][str(batch)]["seconds"]
     rates = limits["compute_flops_per_sec_xla" if config.jit_compile else "compute_flops_per_sec"]
@@ -341,36 +408,57 @@ def _matmul_fields(batch: int, eps: float, config: Config, limits: dict) -> dict
     }
 
 
-def measure_batch(train: Split, batch: int, device: str | None, plan: Plan, limits: dict) -> tuple:
-    """Keras fit before and after our variants, all timed in turns; rows and Keras's epochs."""
+@dataclasses.dataclass
+class BatchResult:
+    """What one batch size measured: the rows, the epochs of Keras `fit` as written, the float32
+    roof timed in the rounds, and the faster Keras row (the ratios' baseline)."""
+
+    rows: list[dict]
+    keras_fit_epochs: list[float]
+    roof_in_turns: dict
+    keras_baseline: str
+
+
+def measure_batch(
+    train: Split, batch: int, device: str | None, plan: Plan, limits: dict
+) -> BatchResult:
+    """Keras fit as written before and after our variants; Keras at its best and ours in turns."""
     configs = {
         name: variant_config(name, batch, device) for name in variants_at(plan, batch, device)
     }
     base, steps = dataclasses.replace(REFERENCE, batch_size=batch), steps_for(plan, batch)
     # Keras before and after ours: a machine that drifts faster or slower affects both sides.
     epochs = keras_epoch_rates(base, train, steps, plan.rounds)
+    extra = {
+        "keras_fit_best": keras_best_round(base, train, steps, plan.warmup),
+        "roof": roof_in_turns(device, plan.roof_flops),
+    }
     ours = custom_rates(
-        configs,
-        train,
-        device,
-        steps,
-        plan.warmup,
-        plan.rounds,
-        plan.profile,
-        {"roof": roof_in_turns(device, plan.roof_flops)},
+        configs, train, device, steps, plan.warmup, plan.rounds, plan.profile, extra
     )
     epochs += keras_epoch_rates(base, train, steps, plan.rounds)
-    keras_eps, roof = float(np.median(epochs)), roofs.jitter(ours.pop("roof"))
-    rows = [result_row("keras_fit", batch, epochs, keras_eps, base, limits)]
-    rows += [
+    samples = {"keras_fit": epochs, "keras_fit_best": ours.pop("keras_fit_best")}
+    keras_eps = {name: float(np.median(values)) for name, values in samples.items()}
+    roof = roofs.jitter(ours.pop("roof"))
+    configs |= {"keras_fit": base, "keras_fit_best": keras_best_config(base)}
+    rows = [
         result_row(name, batch, values, keras_eps, configs[name], limits)
-        for name, values in ours.items()
+        for name, values in {**samples, **ours}.items()
     ]
     for row in rows:
         row["fraction_of_roof_in_turns"] = (
             row["examples_per_sec"] * training_flops(REFERENCE) / roof["median"]
         )
-    return rows, epochs, roof
+    return BatchResult(rows, epochs, roof, max(keras_eps, key=keras_eps.__getitem__))
+
+
+def keras_best_config(base: Config) -> Config:
+    """The reference config as Keras at its best runs it (for its row's XLA matmul fields)."""
+    return dataclasses.replace(
+        base,
+        jit_compile=KERAS_BEST["jit_compile"],
+        steps_per_call=KERAS_BEST["steps_per_execution"],
+    )
 
 
 def roof_in_turns(device: str | None, flops: float):
@@ -385,22 +473,21 @@ def roof_in_turns(device: str | None, flops: float):
 
 
 def run_benchmark(train: Split, plan: Plan, device: str | None) -> dict:
-    """Every variant at every batch size, with Keras fit, the roofs and the input pipeline."""
+    """Every variant at every batch size, with both Keras rows, the roofs and the input pipeline."""
     tf.config.experimental.enable_op_determinism()
     allocator = fastpaths.keep_freed_memory()  # before anything is timed: Keras and roofs too
     batches = list(plan.batch_sizes)
     limits = measure_roofs(plan, device)
     roof = limits["compute_flops_per_sec"]["float32"]["square"]
     limits["limit_examples_per_sec"] = {str(b): roof / training_flops(REFERENCE) for b in batches}
-    results, keras_epochs, inputs, in_turns = [], {}, {}, {}
-    for batch in batches:
-        rows, keras_epochs[str(batch)], in_turns[str(batch)] = measure_batch(
-            train, batch, device, plan, limits
-        )
-        results += rows
-        inputs[str(batch)] = input_rates(train, batch, device, plan.input_batches, plan.rounds)
+    measured = {str(b): measure_batch(train, b, device, plan, limits) for b in batches}
+    results = [row for batch in measured.values() for row in batch.rows]
+    inputs = {
+        str(b): input_rates(train, b, device, plan.input_batches, plan.rounds) for b in batches
+    }
     return {
         "device": device_name(device),
+        "device_details": device_details(device),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
         "matmul_flops_per_sec": roof,
@@ -411,38 +498,72 @@ def run_benchmark(train: Split, plan: Plan, device: str | None) -> dict:
         "steps_per_round": {str(b): steps_for(plan, b) for b in batches},
         "warmup_steps": plan.warmup,
         "rounds": plan.rounds,
-        "keras_fit_epochs": keras_epochs,
+        "keras_fit_epochs": {b: m.keras_fit_epochs for b, m in measured.items()},
+        "keras_fit_best": keras_best_description(),
+        "keras_baseline": {b: m.keras_baseline for b, m in measured.items()},
         "best": fastpaths.describe(variant_config("best", batches[0], device)),
         "threading": fastpaths.threading_settings(),
         "allocator": allocator,
         "onednn": fastpaths.onednn_enabled(),
         **limits,
-        "roof_in_turns_flops_per_sec": in_turns,
+        "roof_in_turns_flops_per_sec": {b: m.roof_in_turns for b, m in measured.items()},
         "input_pipeline": inputs,
         "goals": goals(results),
         "results": results,
     }
 
 
+def keras_best_description() -> dict:
+    """What the `keras_fit_best` row's `fit` was given, as the report records it."""
+    uint8 = KERAS_BEST["inputs"] == "uint8"
+    return {
+        "steps_per_execution": KERAS_BEST["steps_per_execution"],
+        "jit_compile": KERAS_BEST["jit_compile"],
+        "inputs": "uint8 pixels, Rescaling(1/255) in the model"
+        if uint8
+        else "float32 pixels scaled to [0, 1]",
+    }
+
+
 def goals(results: list[dict]) -> dict:
-    """Per batch size, the best float32 variant: its fraction of the float32 roof and vs Keras fit."""
+    """Per batch size, the best float32 variant: its fraction of the float32 roof and its ratios
+    to Keras `fit` as written and to the faster Keras row."""
     out: dict[str, dict] = {}
+    keys = (
+        "variant",
+        "examples_per_sec",
+        "fraction_of_dtype_roof",
+        "fraction_of_roof_in_turns",
+        "vs_keras_fit",
+        "vs_keras_best",
+        "serial_limit_of_dtype_roof",
+    )
     for row in results:
-        if row["dtype"] == "float32" and row["variant"] != "keras_fit":
+        if row["dtype"] == "float32" and row["variant"] not in KERAS_ROWS:
             best = out.get(str(row["batch_size"]))
             if best is None or row["examples_per_sec"] > best["examples_per_sec"]:
-                out[str(row["batch_size"])] = {
-                    k: row[k]
-                    for k in (
-                        "variant",
-                        "examples_per_sec",
-                        "fraction_of_dtype_roof",
-                        "fraction_of_roof_in_turns",
-                        "vs_keras_fit",
-                        "serial_limit_of_dtype_roof",
-                    )
-                }
+                out[str(row["batch_size"])] = {k: row[k] for k in keys}
     return out
+
+
+def device_details(device: str | None) -> dict:
+    """The GPU the run used (its name and compute capability; None on a CPU), and the CUDA and
+    cuDNN versions this TensorFlow was built with (None for a build without CUDA)."""
+    build = tf.sysconfig.get_build_info()
+    details = {
+        "gpu": None,
+        "compute_capability": None,
+        "cuda_build_version": build.get("cuda_version"),
+        "cudnn_build_version": build.get("cudnn_version"),
+    }
+    if device and "GPU" in device.upper():
+        index = int(device.rsplit(":", 1)[-1]) if ":" in device else 0
+        gpu = tf.config.list_physical_devices("GPU")[index]
+        info = tf.config.experimental.get_device_details(gpu)
+        capability = info.get("compute_capability")
+        details["gpu"] = info.get("device_name") or gpu.name
+        details["compute_capability"] = ".".join(map(str, capability)) if capability else None
+    return details
 
 
 def device_name(device: str | None) -> str:
@@ -487,43 +608,33 @@ def custom_time_to_accuracy(target: float, config: Config, device: str | None) -
     return {"seconds": time.perf_counter() - start, "epochs": stop.epochs}
 
 
-def keras_time_to_accuracy(target: float, config: Config) -> dict:
-    """The same model, dropout, AdamW and warm-up + cosine schedule in Keras `fit`."""
+def keras_time_to_accuracy(target: float, config: Config, best: bool = False) -> dict:
+    """The same model, dropout, AdamW and warm-up + cosine schedule in Keras `fit`, as written or
+    (`best`) with the `keras_fit_best` row's steps per execution, XLA and inputs."""
     from mlp_core.training.loop import load_splits
 
     start = time.perf_counter()  # before the data is touched, as for ours
     keras.utils.set_random_seed(config.seed)
     train, val, _ = load_splits(config)
-    x, y = (t.numpy() for t in flatten_and_one_hot(train.images, train.labels))
-    vx, vy = (t.numpy() for t in flatten_and_one_hot(val.images, val.labels))
+    (x, y), validation = keras_arrays(train, best), keras_arrays(val, best)
     steps = steps_per_epoch(train, config.batch_size)
     warmup = warmup_steps(config.warmup_epochs, steps, config.epochs)
     schedule = keras.optimizers.schedules.CosineDecay(
         0.0, steps * config.epochs - warmup, warmup_target=config.lr, warmup_steps=warmup
     )
-    layers = [keras.Input((FEATURES,))]
-    for n in config.hidden:
-        layers += [
-            keras.layers.Dense(n, activation=config.activation),
-            keras.layers.Dropout(config.dropout),
-        ]
-    model = keras.Sequential(layers + [keras.layers.Dense(10)])
-    model.compile(
-        optimizer=keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay),
-        loss=keras.losses.CategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+    model = keras_model(config, best, optimizer)
     reached = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: setattr(
             model, "stop_training", logs["val_accuracy"] >= target
         )
     )
     history = model.fit(
-        x.astype(np.float32) / 255.0,
+        x,
         y,
         batch_size=config.batch_size,
         epochs=config.epochs,
-        validation_data=(vx.astype(np.float32) / 255.0, vy),
+        validation_data=validation,
         callbacks=[reached],
         verbose=0,
     )
