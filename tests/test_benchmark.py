@@ -30,19 +30,21 @@ from mlp_core.benchmark.report import (
     table,
 )
 from mlp_core.benchmark.throughput import (
+    Plan,
+    device_details,
+    result_row,
+    run_benchmark,
+    steps_for,
+    variants_at,
+)
+from mlp_core.benchmark.variants import (
     BEST,
     KERAS_BEST,
     KERAS_ROWS,
     REFERENCE,
-    Plan,
-    device_details,
     keras_arrays,
     keras_model,
-    result_row,
-    run_benchmark,
-    steps_for,
     training_flops,
-    variants_at,
 )
 from mlp_core.core.errors import UserError
 from mlp_core.fastpaths import choose as fastpaths

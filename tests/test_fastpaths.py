@@ -246,7 +246,7 @@ def test_benchmark_json_is_well_formed(tmp_path):
 
 
 def test_training_flops_count_the_step_s_matrix_multiplies():
-    from mlp_core.benchmark.throughput import REFERENCE, training_flops
+    from mlp_core.benchmark.variants import REFERENCE, training_flops
     from mlp_core.training.trainer import build_trainer
 
     # 784x512, 512x256, 256x10: forward and weight gradients 4 FLOPs per weight, input gradients 2

@@ -87,7 +87,7 @@ def time_stats(runs: list[dict]) -> dict:
 def time_to_accuracy(target: float, config: Config, device: str | None, seeds: int) -> dict:
     """Ours, Keras fit as written and Keras fit at its best, seed by seed in turns, to `target`
     validation accuracy; the speed-ups are against each Keras side and the faster of the two."""
-    from mlp_core.benchmark.throughput import custom_time_to_accuracy, keras_time_to_accuracy
+    from mlp_core.benchmark.variants import custom_time_to_accuracy, keras_time_to_accuracy
 
     runs: dict[str, list[dict]] = {"custom": [], "keras_fit": [], "keras_fit_best": []}
     for seed in range(seeds):
@@ -167,7 +167,7 @@ def _scaling_child(replicas: int, batch: int, steps: int, rounds: int, train_sub
 
 def mirrored_rate(replicas: int, batch: int, steps: int, rounds: int, train_subset: int) -> dict:
     """In this (fresh) process: `replicas` mirrored replicas, timed over `rounds` of `steps` steps."""
-    from mlp_core.benchmark.throughput import REFERENCE, _stepper
+    from mlp_core.benchmark.variants import REFERENCE, _stepper
     from mlp_core.training.checkpointing import train_batches
     from mlp_core.training.loop import build_context
 

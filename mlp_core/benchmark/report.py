@@ -268,7 +268,7 @@ def save_roofline_plot(report: dict, path: str | Path) -> Path:
 
 
 def _intensity(batch: int, dtype: str) -> float:
-    from mlp_core.benchmark.throughput import REFERENCE
+    from mlp_core.benchmark.variants import REFERENCE
 
     act = 2 if dtype in ("bfloat16", "float16") else 4
     return (
