@@ -21,6 +21,7 @@ from test_reliability import without_timing
 from mlp_core.config.config import Config, parse_config, with_overrides
 from mlp_core.core.errors import UserError
 from mlp_core.core.pipeline import train_dataset
+from mlp_core.distribute.replicas import replica_batches
 from mlp_core.distribute.strategy import check_tf_config, make_strategy
 from mlp_core.observers.base import Observer
 from mlp_core.training.loop import load_trained_model, train_and_evaluate
@@ -267,7 +268,7 @@ def test_each_replica_takes_a_contiguous_slice_of_the_global_batch(mnist):
     whole = list(train_dataset(split, 64, seed=5, start_epoch=1, skip_batches=3).take(7))
     workers = [
         list(
-            train_dataset(
+            replica_batches(
                 split,
                 64,
                 seed=5,

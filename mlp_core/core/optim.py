@@ -82,7 +82,7 @@ class Optimizer(tf.Module):
         return self.schedule(self.iterations)
 
     def scale_loss(self, loss: tf.Tensor) -> tf.Tensor:
-        """The loss to differentiate: itself here; a loss-scaling wrapper scales it."""
+        """The loss to differentiate: the loss itself; a wrapper may hand back a multiple of it."""
         return loss
 
     @tf.Module.with_name_scope  # groups its ops in the Graphs dashboard
@@ -279,11 +279,8 @@ class GradientNorms(tf.Module):
     ):
         super().__init__(name="gradient_norms")
         self.norms = norms
-        first = tf.VariableAggregation.ONLY_FIRST_REPLICA  # every replica holds the same sums
         with self.name_scope:
-            self.half_squares = tf.Variable(
-                tf.zeros([count]), trainable=False, name="half_squares", aggregation=first
-            )
+            self.half_squares = tf.Variable(tf.zeros([count]), trainable=False, name="half_squares")
 
     def record(self, grads: Sequence[tf.Tensor]) -> tf.Tensor:
         """Store the half squares of `grads`; returns whether all of them are finite."""
@@ -347,12 +344,7 @@ class SkipNonFinite(OptimizerWrapper):
     def __init__(self, inner, norms: GradientNorms):
         super().__init__(inner, name="skip_non_finite")
         self.norms = norms
-        self.diverged = tf.Variable(
-            False,
-            trainable=False,
-            name="diverged",
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-        )
+        self.diverged = tf.Variable(False, trainable=False, name="diverged")
 
     def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]) -> None:
         grads = [tf.cast(g, v.dtype) for g, v in zip(grads, variables)]

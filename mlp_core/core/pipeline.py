@@ -35,6 +35,46 @@ def oversampling_logits(labels: np.ndarray) -> np.ndarray:
     return -np.log(counts[np.asarray(labels, np.int64)]).astype(np.float32)
 
 
+def batch_indices(
+    split: Split,
+    batch_size: int,
+    seed: int,
+    start_epoch: int = 0,
+    balance: bool = False,
+) -> tf.data.Dataset:
+    """An endless stream of index vectors, one per full batch, from epoch `start_epoch` on.
+
+    Each epoch's order is a stateless permutation of (seed, epoch), so a new order every epoch
+    comes from one seed and the stream can be rebuilt exactly at any (epoch, batch). With `balance`
+    each epoch is a class-balanced draw with replacement instead (`oversampling_logits`).
+    """
+    if batch_size > len(split):
+        raise ValueError(f"batch size {batch_size} exceeds the {len(split)} training examples")
+    steps = steps_per_epoch(split, batch_size)
+    logits = tf.constant(oversampling_logits(split.labels)) if balance else None
+
+    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
+        order = epoch_order(len(split), steps * batch_size, seed, epoch, logits)
+        return tf.data.Dataset.from_tensor_slices(tf.reshape(order, [steps, batch_size]))
+
+    return tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches)
+
+
+def gather_batches(
+    indices: tf.data.Dataset, split: Split, device: str | None = None
+) -> tf.data.Dataset:
+    """Index vectors -> (uint8 [B, 784] images, float32 [B, 10] one-hot labels), prefetched.
+
+    The uint8 split is held once in memory; only indices are shuffled and batched, so iterator
+    state stays small enough to checkpoint."""
+    images, labels = tf.constant(split.images), tf.constant(split.labels)
+    ds = indices.map(
+        lambda index: flatten_and_one_hot(tf.gather(images, index), tf.gather(labels, index)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    return _prefetch(ds, device)
+
+
 def train_dataset(
     split: Split,
     batch_size: int,
@@ -42,47 +82,12 @@ def train_dataset(
     device: str | None = None,
     start_epoch: int = 0,
     skip_batches: int = 0,
-    replicas: int = 1,
-    local_replicas: range = range(1),
     balance: bool = False,
 ) -> tf.data.Dataset:
-    """An endless stream of full batches; one epoch is len(split) // batch_size of them.
-
-    The uint8 split is held once in memory (the cache); each epoch's order is a stateless
-    permutation of (seed, epoch), so a new order every epoch comes from one seed, and the stream can
-    be rebuilt exactly at any (epoch, batch) to resume a run. Only indices are shuffled and batched;
-    images are gathered per batch, so iterator state stays small enough to checkpoint.
-
-    Under tf.distribute `batch_size` is the global batch: each is cut into `replicas` contiguous
-    slices, and this input pipeline yields the slices of its `local_replicas`, one element each, so
-    the replicas together see exactly the batches of a one-device run. With `balance` each epoch
-    is a class-balanced draw with replacement instead of a permutation (`oversampling_logits`).
-    """
-    if batch_size > len(split):
-        raise ValueError(f"batch size {batch_size} exceeds the {len(split)} training examples")
-    if batch_size % replicas:
-        raise ValueError(f"batch size {batch_size} is not divisible by {replicas} replicas")
-    images, labels = tf.constant(split.images), tf.constant(split.labels)
-    steps, first, count = (
-        steps_per_epoch(split, batch_size),
-        local_replicas.start,
-        len(local_replicas),
-    )
-    logits = tf.constant(oversampling_logits(split.labels)) if balance else None
-
-    def epoch_batches(epoch: tf.Tensor) -> tf.data.Dataset:
-        order = epoch_order(len(split), steps * batch_size, seed, epoch, logits)
-        slices = tf.reshape(order, [steps, replicas, -1])[:, first : first + count]
-        return tf.data.Dataset.from_tensor_slices(tf.reshape(slices, [steps * count, -1]))
-
-    ds = (
-        tf.data.Dataset.range(start_epoch, 2**62).flat_map(epoch_batches).skip(skip_batches * count)
-    )
-    ds = ds.map(
-        lambda index: flatten_and_one_hot(tf.gather(images, index), tf.gather(labels, index)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    return _prefetch(ds, device)
+    """An endless stream of full batches from (epoch, batch) on; one epoch is
+    len(split) // batch_size of them (see `batch_indices`)."""
+    indices = batch_indices(split, batch_size, seed, start_epoch, balance).skip(skip_batches)
+    return gather_batches(indices, split, device)
 
 
 def epoch_order(

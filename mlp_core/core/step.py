@@ -1,9 +1,8 @@
 """The plain train and eval steps: tape, loss, gradients, update, metrics. Traced once each.
 
-Everything else a run may add (several steps per call, device-resident data, XLA, mixed precision,
-loss scaling, several replicas, augmentation, a weight average) wraps these steps or is something
-they are handed: the model, the optimizer (which may wrap another), the loss and the input
-transform. Running sums of loss and correct predictions live in variables updated inside the step,
+Everything else a run may add (several steps per call, device-resident data, a compiler, mixed
+precision, several devices, augmentation, a weight average) wraps these steps or is something they
+are handed: the model, the optimizer (which may wrap another), the loss and the input transform. Running sums of loss and correct predictions live in variables updated inside the step,
 so the loop reads them only when it wants to show them (one device sync per read, not per step).
 """
 
@@ -59,8 +58,8 @@ def preprocess(
 class RunningMetrics(tf.Module):
     """Sums of loss, correct predictions and examples, kept on the device between reads.
 
-    `reduce` combines a batch's sums before they are added: the identity on one device, a sum
-    over the replicas when each holds a slice of the batch (then every copy holds the whole sum).
+    `reduce` combines a batch's sums before they are added: the identity on one device; a sum over
+    the devices when each holds a slice of the batch (then every copy holds the whole sum).
     """
 
     def __init__(self, name: str, reduce: Callable[[tf.Tensor], tf.Tensor] = tf.identity):
@@ -122,14 +121,7 @@ class TrainStep(tf.Module):
         self.model, self.optimizer, self.inputs = model, optimizer, inputs
         self.loss = loss or make_loss()
         self.metrics = metrics or RunningMetrics("train_metrics")
-        # ONLY_FIRST_REPLICA: replicas step together, so one count stands for all of them.
-        self.steps = tf.Variable(
-            0,
-            dtype=tf.int64,
-            trainable=False,
-            name="global_step",
-            aggregation=tf.VariableAggregation.ONLY_FIRST_REPLICA,
-        )
+        self.steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
         self.compiled = tf.function(self.__call__, input_signature=BATCH_SPEC)
 
     def __call__(self, images: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
@@ -137,7 +129,7 @@ class TrainStep(tf.Module):
         with tf.GradientTape() as tape:
             logits = tf.cast(self.model(self.inputs(images), training=True), tf.float32)
             loss = self.loss(logits, one_hot)
-            scaled = self.optimizer.scale_loss(loss)  # the loss itself unless loss scaling is on
+            scaled = self.optimizer.scale_loss(loss)  # the loss itself, unless a wrapper scales it
         variables = self.model.trainable_variables
         grads = tape.gradient(scaled, variables)
         self.optimizer.apply(grads, variables)

@@ -12,7 +12,9 @@ from collections.abc import Callable, Iterator
 
 import tensorflow as tf
 
+from mlp_core.core.data import Split
 from mlp_core.core.optim import OptimizerWrapper
+from mlp_core.core.pipeline import batch_indices, gather_batches
 
 Step = Callable[[tf.Tensor, tf.Tensor], tf.Tensor]
 
@@ -61,3 +63,30 @@ class ReplicatedStep:
         for _ in range(count):
             loss = self.single(*next(batches))
         return loss
+
+
+def replica_batches(
+    split: Split,
+    batch_size: int,
+    seed: int,
+    start_epoch: int,
+    skip_batches: int,
+    replicas: int,
+    local_replicas: range,
+    balance: bool = False,
+) -> tf.data.Dataset:
+    """This input pipeline's share of the one-device stream, from (epoch, batch) on.
+
+    `batch_size` is the global batch: each is cut into `replicas` contiguous slices, and the
+    pipeline yields the slices of its `local_replicas`, one element each, so the replicas
+    together see exactly the batches of a one-device run (a strategy places them itself)."""
+    if batch_size % replicas:
+        raise ValueError(f"batch size {batch_size} is not divisible by {replicas} replicas")
+    first, count = local_replicas.start, len(local_replicas)
+    indices = batch_indices(split, batch_size, seed, start_epoch, balance).skip(skip_batches)
+    slices = indices.flat_map(
+        lambda index: tf.data.Dataset.from_tensor_slices(
+            tf.reshape(index, [replicas, -1])[first : first + count]
+        )
+    )
+    return gather_batches(slices, split)

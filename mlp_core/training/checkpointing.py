@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from mlp_core.core.errors import UserError
 from mlp_core.core.pipeline import train_dataset
+from mlp_core.distribute.replicas import replica_batches
 from mlp_core.distribute.strategy import is_chief
 from mlp_core.observers.base import RunContext
 from mlp_core.training.rundir import CHECKPOINTS
@@ -230,21 +231,30 @@ def train_batches(
     plain dataset, prefetched to the run's device.
     """
     config, trainer = ctx.config, ctx.trainer
-    device = None if trainer.distributed else ctx.device  # a strategy places batches itself
-
-    def worker_dataset(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        local = context.num_replicas_in_sync // context.num_input_pipelines
-        first = context.input_pipeline_id * local
+    balance = config.balance == "oversample"
+    if not trainer.distributed:
         return train_dataset(
             ctx.train,
             config.batch_size,
             config.seed,
-            device,
+            ctx.device,
+            start_epoch,
+            skip_batches,
+            balance,
+        )
+
+    def worker_dataset(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        local = context.num_replicas_in_sync // context.num_input_pipelines
+        first = context.input_pipeline_id * local
+        return replica_batches(
+            ctx.train,
+            config.batch_size,
+            config.seed,
             start_epoch,
             skip_batches,
             context.num_replicas_in_sync,
             range(first, first + local),
-            config.balance == "oversample",
+            balance,
         )
 
     return trainer.strategy.distribute_datasets_from_function(worker_dataset)
