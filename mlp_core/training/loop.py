@@ -208,7 +208,6 @@ def build_context(config: Config, device: str | None = "auto", resume: bool = Fa
         assert config.run_name is not None  # named above
         run_dir = run_path(config.logdir, config.run_name)
     steps = steps_per_epoch(train, config.batch_size)
-    fastpaths.keep_freed_memory()  # process-wide, idempotent: the steps stop page-faulting
     with strategy.scope():
         trainer = build_trainer(config, steps, train, device)
     return RunContext(config, run_dir, trainer, train, val, test, steps, device)

@@ -28,6 +28,7 @@ from mlp_core.core.optim import (
 )
 from mlp_core.core.step import EvalStep, RunningMetrics, TrainStep, make_loss, preprocess
 from mlp_core.distribute.replicas import CrossReplicaMean, ReplicatedStep, cross_replica_sum
+from mlp_core.fastpaths.choose import keep_freed_memory
 from mlp_core.fastpaths.device_data import DeviceData
 from mlp_core.fastpaths.loops import StepLoops, xla_half_squared_norms
 from mlp_core.fastpaths.precision import LossScaleOptimizer, Precision, precision_policy
@@ -177,4 +178,5 @@ def build_trainer(
     config: Config, steps: int, train: Split | None = None, device: str | None = None
 ) -> Trainer:
     """The trainer for `config`, with `steps` training steps per epoch."""
+    keep_freed_memory()  # process-wide, idempotent: the steps stop page-faulting
     return Trainer(config, steps, train, device)
