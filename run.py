@@ -4,9 +4,10 @@
     python3 run.py train   [train.py flags...] # set up, then only train
     python3 run.py test    [pytest flags...]   # set up, then run the test suite
     python3 run.py check                       # set up, then lint, format-check and type-check
+    python3 run.py notebook [jupyter flags...] # set up, then open the mission notebook in JupyterLab
 
-Set-up (a `.venv/` beside this file with the package installed in editable mode) happens once and
-is repeated only when pyproject.toml changes.
+Set-up (a `.venv/` beside this file with the package and its dev and notebook extras installed in
+editable mode) happens once and is repeated only when pyproject.toml changes.
 """
 
 import hashlib
@@ -25,12 +26,14 @@ COMMANDS = {
     "train": ["scripts/train.py"],
     "test": ["-m", "pytest"],
     "check": [],
+    # No browser: it prints the URL (with its token) to open, which also works on a remote machine.
+    "notebook": ["-m", "jupyterlab", "notebooks/mnist_mlp.ipynb", "--no-browser"],
 }
 CHECKS = (["-m", "ruff", "check", "."], ["-m", "ruff", "format", "--check", "."], ["-m", "mypy"])
 
 
 def set_up() -> None:
-    """Create .venv and install the package with its dev extra, unless already up to date."""
+    """Create .venv and install the package with its dev and notebook extras, unless up to date."""
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.is_file() and STAMP.read_text() == want and PYTHON.is_file():
         return
@@ -40,7 +43,7 @@ def set_up() -> None:
     print("installing mlp_core and its dependencies (first time only)", flush=True)
     subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
     subprocess.run(
-        [str(PYTHON), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev]"], check=True
+        [str(PYTHON), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev,notebook]"], check=True
     )
     STAMP.write_text(want)
 
