@@ -65,7 +65,13 @@ def main(argv: list[str]) -> int:
         return 1
     if argv[0] == "check":
         return max(subprocess.call([str(PYTHON), *check], cwd=ROOT) for check in CHECKS)
-    return subprocess.call([str(PYTHON), *COMMANDS[argv[0]], *argv[1:]], cwd=ROOT)
+    extra = ["--allow-root"] if argv[0] == "notebook" and running_as_root() else []
+    return subprocess.call([str(PYTHON), *COMMANDS[argv[0]], *extra, *argv[1:]], cwd=ROOT)
+
+
+def running_as_root() -> bool:
+    """Jupyter refuses to start as root without --allow-root; containers and CI often are root."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 if __name__ == "__main__":
