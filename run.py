@@ -4,9 +4,10 @@
     python3 run.py train   [train.py flags...] # set up, then only train
     python3 run.py test    [pytest flags...]   # set up, then run the test suite
     python3 run.py check                       # set up, then lint, format- and type-check, layers
+    python3 run.py notebook [jupyter flags...] # set up, then open the mission notebook in JupyterLab
 
-Set-up (a `.venv/` beside this file with the package installed in editable mode) happens once and
-is repeated only when pyproject.toml changes.
+Set-up (a `.venv/` beside this file with the package and its dev and notebook extras installed in
+editable mode) happens once and is repeated only when pyproject.toml changes.
 """
 
 import hashlib
@@ -25,6 +26,8 @@ COMMANDS = {
     "train": ["scripts/train.py"],
     "test": ["-m", "pytest"],
     "check": [],
+    # No browser: it prints the URL (with its token) to open, which also works on a remote machine.
+    "notebook": ["-m", "jupyterlab", "notebooks/mnist_mlp.ipynb", "--no-browser"],
 }
 CHECKS = (
     ["-m", "ruff", "check", "."],
@@ -36,7 +39,7 @@ CHECKS = (
 
 
 def set_up() -> None:
-    """Create .venv and install the package with its dev extra, unless already up to date."""
+    """Create .venv and install the package with its dev and notebook extras, unless up to date."""
     want = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.is_file() and STAMP.read_text() == want and PYTHON.is_file():
         return
@@ -46,7 +49,7 @@ def set_up() -> None:
     print("installing mlp_core and its dependencies (first time only)", flush=True)
     subprocess.run([str(PYTHON), "-m", "pip", "install", "--quiet", "--upgrade", "pip"], check=True)
     subprocess.run(
-        [str(PYTHON), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev]"], check=True
+        [str(PYTHON), "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev,notebook]"], check=True
     )
     STAMP.write_text(want)
 
@@ -68,7 +71,13 @@ def main(argv: list[str]) -> int:
         return 1
     if argv[0] == "check":
         return max(subprocess.call([str(PYTHON), *check], cwd=ROOT) for check in CHECKS)
-    return subprocess.call([str(PYTHON), *COMMANDS[argv[0]], *argv[1:]], cwd=ROOT)
+    extra = ["--allow-root"] if argv[0] == "notebook" and running_as_root() else []
+    return subprocess.call([str(PYTHON), *COMMANDS[argv[0]], *extra, *argv[1:]], cwd=ROOT)
+
+
+def running_as_root() -> bool:
+    """Jupyter refuses to start as root without --allow-root; containers and CI often are root."""
+    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 if __name__ == "__main__":
