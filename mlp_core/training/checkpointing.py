@@ -42,17 +42,23 @@ def saved_checkpoints(directory: str | Path) -> list[str]:
     return list(reversed(paths))
 
 
-def restore_newest(directory: str | Path, **objects) -> str | None:
+def restore_newest(directory: str | Path, exact: bool = False, **objects) -> str | None:
     """Restore the newest checkpoint that reads back whole; say which newer ones were skipped.
 
     A checkpoint can be damaged on disk (a checksum mismatch, a missing shard). The older ones the
     manager keeps are a good place to continue from, so one bad file costs a few steps, not the
     run. Nothing is deleted; if no checkpoint restores, that is an error.
+
+    Every object passed must be in the checkpoint, whole; with `exact`, the checkpoint must also
+    hold nothing else the run would drop (a resume restores everything a run saved, while
+    evaluation may take the weights alone). A mismatch is an error at once, not a skip: it comes
+    from the run's configuration, so the older checkpoints share it.
     """
     paths = saved_checkpoints(directory)
     for number, path in enumerate(paths):
         try:
-            tf.train.Checkpoint(**objects).read(path).expect_partial()
+            status = tf.train.Checkpoint(**objects).read(path)
+            held = saved_objects(path)
         except (tf.errors.OpError, ValueError) as err:
             reason = (getattr(err, "message", None) or str(err)).strip().splitlines()[0][:160]
             later = (
@@ -63,6 +69,8 @@ def restore_newest(directory: str | Path, **objects) -> str | None:
                 file=sys.stderr,
             )
             continue
+        check_objects(path, held, set(objects), exact)
+        _check_matched(path, status)
         return path
     if paths:
         raise UserError(
@@ -70,6 +78,47 @@ def restore_newest(directory: str | Path, **objects) -> str | None:
             f"({', '.join(Path(p).name for p in paths)}); nothing was deleted"
         )
     return None
+
+
+# Parts that only some runs save, and the flag that makes a run save them.
+SAVED_WITH = {"ema_model": "--ema-decay", "loss_scale": "--precision mixed_float16"}
+# What a checkpoint holds beside the run's objects: the manager's counter, a host pipeline's iterator.
+BOOKKEEPING = {"save_counter", "iterator"}
+
+
+def saved_objects(path: str) -> set[str]:
+    """The names of the top-level objects a checkpoint holds (every one of ours has variables)."""
+    keys = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    return {key.split("/", 1)[0] for key in keys if "/" in key}
+
+
+def check_objects(path: str, held: set[str], expected: set[str], exact: bool) -> None:
+    """One line naming a part the run expects that the checkpoint lacks, or (`exact`) one it
+    holds that the run would silently drop."""
+    for name in sorted(expected - held):
+        flag = SAVED_WITH.get(name)
+        cause = f"a run without {flag}" if flag else "another program"
+        raise UserError(f"checkpoint {path} has no {name}: it was written by {cause}")
+    for name in sorted(held - expected - BOOKKEEPING) if exact else ():
+        flag = SAVED_WITH.get(name)
+        cause = f"a run with {flag}" if flag else "another program"
+        raise UserError(
+            f"checkpoint {path} holds {name}, which this run does not keep: it was written by {cause}"
+        )
+
+
+def _check_matched(path: str, status) -> None:
+    """Every variable of the objects must have found its value: a part with other contents (e.g.
+    another optimizer's slots) would otherwise keep its initial values."""
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as err:
+        detail = " ".join(str(err).split())[:160]
+        raise UserError(
+            f"checkpoint {path} lacks variables this run has ({detail}): it was written by a run "
+            "with another configuration"
+        ) from None
+    status.expect_partial()  # the parts that were not asked for, e.g. the optimizer for evaluation
 
 
 class RunState(tf.Module):
@@ -106,7 +155,9 @@ class Checkpointer:
         if trainer.ema is not None:
             self._progress["ema_model"] = trainer.ema.shadow
         self.restored = (
-            restore_newest(ctx.run_dir / CHECKPOINTS, **self._progress) if resume else None
+            restore_newest(ctx.run_dir / CHECKPOINTS, exact=True, **self._progress)
+            if resume
+            else None
         )
         self._prior_seconds = float(self.state.elapsed.numpy())
         # A host pipeline's iterator serializes (device-prefetching and distributed ones cannot).
