@@ -19,11 +19,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
 
-from mlp_core.core.errors import UserError
+from mlp_core.core.errors import Interrupted, UserError
 from mlp_core.core.pipeline import train_dataset
+from mlp_core.distribute.preemption import PeerStopped, StopAgreement
 from mlp_core.distribute.replicas import replica_batches
 from mlp_core.distribute.strategy import is_chief
 from mlp_core.observers.base import RunContext
@@ -222,13 +224,23 @@ class Checkpointer:
 
 
 class GracefulStop:
-    """While active, SIGINT and SIGTERM only set `signum`; the loop saves and exits between steps."""
+    """While active, SIGINT and SIGTERM only set `signum`; the loop saves and exits between steps.
+
+    Under multi_worker the workers first agree (`StopAgreement`): a signal to any one of them stops
+    all of them after the same step, each with its own checkpoint of that step.
+    """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, agreement: StopAgreement | None = None):
         self.signum: int | None = None
-        self._previous = {}
+        self.agreement = agreement
+        self._previous: dict[int, Any] = {}
+
+    @classmethod
+    def for_run(cls, ctx: RunContext) -> GracefulStop:
+        multi_worker = ctx.config.strategy == "multi_worker"
+        return cls(StopAgreement(ctx.trainer.strategy) if multi_worker else None)
 
     def __enter__(self) -> GracefulStop:
         for sig in self.SIGNALS:
@@ -241,6 +253,30 @@ class GracefulStop:
 
     def _request(self, signum: int, frame) -> None:
         self.signum = signum
+
+    def requested(self, step: int, count: int) -> int | None:
+        """The signal to stop on after the call of `count` steps that ended at `step`, or None.
+
+        Alone, this process's own signal, at once; under multi_worker, any worker's, at the next
+        step where all of them check.
+        """
+        if self.agreement is None:
+            return self.signum
+        return self.agreed() if self.agreement.due(step, count) else None
+
+    def agreed(self) -> int | None:
+        """Any worker's signal, or None (this process's own without multi_worker). Under
+        multi_worker every worker must call this at the same point of the run."""
+        if self.agreement is None:
+            return self.signum
+        anyone = self.agreement.agree(self.signum)  # a collective: every worker takes part
+        return self.signum or anyone
+
+    def interrupted(self, signum: int, step: int, config) -> Interrupted:
+        """The error that ends this process: stopped by its own signal, or with a peer."""
+        return (
+            Interrupted(signum, step, config) if self.signum else PeerStopped(signum, step, config)
+        )
 
 
 def check_same_step(ctx: RunContext, step: int) -> None:
