@@ -471,7 +471,7 @@ def stopped_runs(tmp_path_factory) -> dict[str, Config]:
         (
             "plain",
             dict(precision="mixed_float16"),
-            ("has no loss_scale", "without --precision mixed_float16"),
+            ("lacks variables this run has (loss_scale/", "without --precision mixed_float16"),
         ),
         ("averaged", dict(ema_decay=0.0), ("holds ema_model", "with --ema-decay")),
         ("plain", dict(optimizer="adam"), ("lacks variables this run has",)),  # no Adam slots

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import re
 import shutil
 import signal
 import sys
@@ -82,7 +83,8 @@ def restore_newest(directory: str | Path, exact: bool = False, **objects) -> str
     return None
 
 
-# Parts that only some runs save, and the flag that makes a run save them.
+# Parts that only some runs save (a top-level object, or the scope of a variable's name), and the
+# flag that makes a run save them.
 SAVED_WITH = {"ema_model": "--ema-decay", "loss_scale": "--precision mixed_float16"}
 # What a checkpoint holds beside the run's objects: the manager's counter, a host pipeline's iterator.
 BOOKKEEPING = {"save_counter", "iterator"}
@@ -111,14 +113,20 @@ def check_objects(path: str, held: set[str], expected: set[str], exact: bool) ->
 
 def _check_matched(path: str, status) -> None:
     """Every variable of the objects must have found its value: a part with other contents (e.g.
-    another optimizer's slots) would otherwise keep its initial values."""
+    another optimizer's slots, or a loss-scaling wrapper's scale) would keep its initial values."""
     try:
         status.assert_existing_objects_matched()
     except AssertionError as err:
-        detail = " ".join(str(err).split())[:160]
+        names = sorted(
+            {name.split(":")[0] for name in re.findall(r"<tf\.Variable '([^']+)'", str(err))}
+        )
+        flags = sorted(
+            {SAVED_WITH[n.split("/")[0]] for n in names if n.split("/")[0] in SAVED_WITH}
+        )
+        cause = f"a run without {flags[0]}" if flags else "a run with another configuration"
         raise UserError(
-            f"checkpoint {path} lacks variables this run has ({detail}): it was written by a run "
-            "with another configuration"
+            f"checkpoint {path} lacks variables this run has ({', '.join(names[:4]) or 'unnamed'}): "
+            f"it was written by {cause}"
         ) from None
     status.expect_partial()  # the parts that were not asked for, e.g. the optimizer for evaluation
 
