@@ -373,7 +373,6 @@ def last_line(err: str) -> str:
     return err.strip().splitlines()[-1] if err.strip() else ""
 
 
-@pytest.mark.slow
 def test_sigterm_to_one_worker_stops_both_at_one_step_and_they_resume_exactly(tmp_path):
     """Both workers save the same step and stop; restarted, they finish like a run left alone."""
     flags = ("--epochs", "8", "--checkpoint-every", "5")  # 128 steps
