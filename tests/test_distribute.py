@@ -367,3 +367,55 @@ def test_strategy_flags_are_validated(flags, message, capsys):
         parse_config(flags)
     assert message in capsys.readouterr().err
     assert parse_config(["--strategy", "mirrored", "--logical-cpus", "2"]).logical_cpus == 2
+
+
+def last_line(err: str) -> str:
+    return err.strip().splitlines()[-1] if err.strip() else ""
+
+
+def test_sigterm_to_one_worker_stops_both_at_one_step_and_they_resume_exactly(tmp_path):
+    """Both workers save the same step and stop; restarted, they finish like a run left alone."""
+    flags = ("--epochs", "8", "--checkpoint-every", "5")  # 128 steps
+    for run in ("alone", "stopped"):
+        (tmp_path / run).mkdir()
+    alone = start_cluster(tmp_path / "alone", *flags)
+    stopped = start_cluster(tmp_path / "stopped", *flags)
+    try:
+        wait_for_checkpoint(tmp_path / "stopped", stopped)
+        stopped[1].send_signal(signal.SIGTERM)  # not the chief
+        errors = [proc.communicate(timeout=90)[1] for proc in stopped]
+    finally:
+        stop_all(stopped)
+    assert [proc.returncode for proc in stopped] == [143, 143], errors
+    assert all("Traceback" not in err for err in errors), errors
+    chief, signalled = (last_line(err) for err in errors)
+    assert signalled.startswith("error: stopped by SIGTERM at step "), signalled
+    step = int(signalled.split(" at step ")[1].split(";")[0])
+    assert chief.startswith(f"error: stopped at step {step} because another worker was stopped")
+    run_dir = tmp_path / "stopped" / "logs" / "cluster"
+    assert tf.train.latest_checkpoint(str(run_dir / "checkpoints")).endswith(f"ckpt-{step}")
+    assert 0 < step < 128 and not (run_dir / "metrics.json").exists()
+    resumed = start_cluster(tmp_path / "stopped", *flags, "--resume")
+    for procs in (alone, resumed):
+        errors = finish(procs)
+        assert [proc.returncode for proc in procs] == [0, 0], errors
+    metrics = [
+        json.loads((tmp_path / run / "logs" / "cluster" / "metrics.json").read_text())
+        for run in ("alone", "stopped")
+    ]
+    assert without_timing(metrics[0]) == without_timing(metrics[1])
+    for index in range(2):
+        got, want = (np.load(tmp_path / run / f"worker{index}.npz") for run in ("stopped", "alone"))
+        for a, b in zip(weights(got), weights(want), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+
+def wait_for_checkpoint(
+    tmp_path: Path, procs: list[subprocess.Popen], timeout: float = 120
+) -> None:
+    """Until the chief has written its first checkpoint, while both workers still run."""
+    deadline = time.monotonic() + timeout
+    while not (tmp_path / "logs" / "cluster" / "checkpoints" / "checkpoint").exists():
+        assert all(proc.poll() is None for proc in procs), "a worker exited before the checkpoint"
+        assert time.monotonic() < deadline, f"no checkpoint within {timeout} s"
+        time.sleep(0.05)

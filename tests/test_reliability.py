@@ -8,6 +8,7 @@ import importlib.util
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 import tensorflow as tf
 from conftest import ROOT, assert_clean_error, run_here, run_script, tiny_config, write_idx
 
-from mlp_core.config.config import with_overrides
+from mlp_core.config.config import Config, with_overrides
 from mlp_core.core.data import FILES
 from mlp_core.observers.base import Observer
 from mlp_core.training.loop import load_trained_model, train_and_evaluate
@@ -435,3 +436,87 @@ def test_run_names_are_checked_wherever_a_run_is_opened(tmp_path):
     with pytest.raises(UserError, match="must not start with '.' or '-'"):
         create_run_dir(with_overrides(config, run_name="-x"))
     assert not (tmp_path / "logs").exists()
+
+
+# --- a checkpoint that lacks a part the run expects (or holds one it would drop) ---
+
+
+@pytest.fixture(scope="module")
+def stopped_runs(tmp_path_factory) -> dict[str, Config]:
+    """Two runs killed after ckpt-5: one plain (momentum, float32), one that keeps a weight
+    average."""
+    tmp_path = tmp_path_factory.mktemp("stopped")
+    plain = tiny_config(
+        tmp_path,
+        epochs=1,
+        checkpoint_every=5,
+        steps_per_call=1,
+        data_on_device=False,
+        jit_compile=False,
+        precision="float32",
+        optimizer="momentum",
+        run_name="plain",
+    )
+    runs = {"plain": plain, "averaged": with_overrides(plain, ema_decay=0.9, run_name="averaged")}
+    for config in runs.values():
+        with pytest.raises(Crash):
+            train_and_evaluate(config, observers=[CrashAt(7)])
+    return runs
+
+
+@pytest.mark.parametrize(
+    "run, changes, fragments",
+    [
+        ("plain", dict(ema_decay=0.9), ("has no ema_model", "without --ema-decay")),
+        (
+            "plain",
+            dict(precision="mixed_float16"),
+            ("lacks variables this run has (loss_scale/", "without --precision mixed_float16"),
+        ),
+        ("averaged", dict(ema_decay=0.0), ("holds ema_model", "with --ema-decay")),
+        ("plain", dict(optimizer="adam"), ("lacks variables this run has",)),  # no Adam slots
+    ],
+)
+def test_resume_refuses_a_checkpoint_that_does_not_match_the_run(
+    stopped_runs, tmp_path, run, changes, fragments
+):
+    from mlp_core.core.errors import UserError
+
+    config = copy_of(stopped_runs[run], tmp_path, **changes)
+    with pytest.raises(UserError) as refused:
+        train_and_evaluate(config, observers=[], resume=True)
+    message = str(refused.value)
+    assert refused.value.exit_code == 2 and len(message.splitlines()) == 1
+    assert message.startswith(f"checkpoint {tmp_dir(config)}/checkpoints/ckpt-5 ")
+    for fragment in fragments:
+        assert fragment in message, message
+
+
+def tmp_dir(config: Config) -> Path:
+    return Path(config.logdir) / str(config.run_name)
+
+
+def copy_of(config: Config, tmp_path: Path, **changes) -> Config:
+    """A copy of a stopped run under `tmp_path`, and its config with `changes`: each test
+    resumes its own copy, since a resume that goes through finishes the run."""
+    shutil.copytree(tmp_dir(config), tmp_path / "copy", ignore=shutil.ignore_patterns(".lock"))
+    return with_overrides(config, logdir=str(tmp_path), run_name="copy", **changes)
+
+
+def test_a_run_whose_config_gained_a_weight_average_is_refused_not_restored_silently(
+    stopped_runs, tmp_path
+):
+    """The command line refuses changed flags on --resume, but config.json can be edited: the
+    evaluated model would then be an average that was never trained."""
+    config = copy_of(stopped_runs["plain"], tmp_path, ema_decay=0.9)
+    run_dir = tmp_dir(config)
+    (run_dir / "config.json").write_text(config.to_json())
+    before = digest(run_dir)
+    result = run_here("train.py", "--logdir", str(tmp_path), "--run-name", "copy", "--resume")
+    assert_clean_error(result, "ckpt-5 has no ema_model", "--ema-decay")
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert result.returncode == 2 and errors == [result.stderr.strip().splitlines()[-1]]
+    after = digest(run_dir)
+    assert after.pop(".lock") is not None and after == before
+    with pytest.raises(Exception, match="has no ema_model"):
+        load_trained_model(run_dir)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import atexit
 import json
+import re
 import shutil
 import signal
 import sys
@@ -19,11 +20,13 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import tensorflow as tf
 
-from mlp_core.core.errors import UserError
+from mlp_core.core.errors import Interrupted, UserError
 from mlp_core.core.pipeline import train_dataset
+from mlp_core.distribute.preemption import PeerStopped, StopAgreement
 from mlp_core.distribute.replicas import replica_batches
 from mlp_core.distribute.strategy import is_chief
 from mlp_core.observers.base import RunContext
@@ -42,17 +45,23 @@ def saved_checkpoints(directory: str | Path) -> list[str]:
     return list(reversed(paths))
 
 
-def restore_newest(directory: str | Path, **objects) -> str | None:
+def restore_newest(directory: str | Path, exact: bool = False, **objects) -> str | None:
     """Restore the newest checkpoint that reads back whole; say which newer ones were skipped.
 
     A checkpoint can be damaged on disk (a checksum mismatch, a missing shard). The older ones the
     manager keeps are a good place to continue from, so one bad file costs a few steps, not the
     run. Nothing is deleted; if no checkpoint restores, that is an error.
+
+    Every object passed must be in the checkpoint, whole; with `exact`, the checkpoint must also
+    hold nothing else the run would drop (a resume restores everything a run saved, while
+    evaluation may take the weights alone). A mismatch is an error at once, not a skip: it comes
+    from the run's configuration, so the older checkpoints share it.
     """
     paths = saved_checkpoints(directory)
     for number, path in enumerate(paths):
         try:
-            tf.train.Checkpoint(**objects).read(path).expect_partial()
+            status = tf.train.Checkpoint(**objects).read(path)
+            held = saved_objects(path)
         except (tf.errors.OpError, ValueError) as err:
             reason = (getattr(err, "message", None) or str(err)).strip().splitlines()[0][:160]
             later = (
@@ -63,6 +72,8 @@ def restore_newest(directory: str | Path, **objects) -> str | None:
                 file=sys.stderr,
             )
             continue
+        check_objects(path, held, set(objects), exact)
+        _check_matched(path, status)
         return path
     if paths:
         raise UserError(
@@ -70,6 +81,54 @@ def restore_newest(directory: str | Path, **objects) -> str | None:
             f"({', '.join(Path(p).name for p in paths)}); nothing was deleted"
         )
     return None
+
+
+# Parts that only some runs save (a top-level object, or the scope of a variable's name), and the
+# flag that makes a run save them.
+SAVED_WITH = {"ema_model": "--ema-decay", "loss_scale": "--precision mixed_float16"}
+# What a checkpoint holds beside the run's objects: the manager's counter, a host pipeline's iterator.
+BOOKKEEPING = {"save_counter", "iterator"}
+
+
+def saved_objects(path: str) -> set[str]:
+    """The names of the top-level objects a checkpoint holds (every one of ours has variables)."""
+    keys = tf.train.load_checkpoint(path).get_variable_to_shape_map()
+    return {key.split("/", 1)[0] for key in keys if "/" in key}
+
+
+def check_objects(path: str, held: set[str], expected: set[str], exact: bool) -> None:
+    """One line naming a part the run expects that the checkpoint lacks, or (`exact`) one it
+    holds that the run would silently drop."""
+    for name in sorted(expected - held):
+        flag = SAVED_WITH.get(name)
+        cause = f"a run without {flag}" if flag else "another program"
+        raise UserError(f"checkpoint {path} has no {name}: it was written by {cause}")
+    for name in sorted(held - expected - BOOKKEEPING) if exact else ():
+        flag = SAVED_WITH.get(name)
+        cause = f"a run with {flag}" if flag else "another program"
+        raise UserError(
+            f"checkpoint {path} holds {name}, which this run does not keep: it was written by {cause}"
+        )
+
+
+def _check_matched(path: str, status) -> None:
+    """Every variable of the objects must have found its value: a part with other contents (e.g.
+    another optimizer's slots, or a loss-scaling wrapper's scale) would keep its initial values."""
+    try:
+        status.assert_existing_objects_matched()
+    except AssertionError as err:
+        names = sorted(
+            {name.split(":")[0] for name in re.findall(r"<tf\.Variable '([^']+)'", str(err))}
+        )
+        flags = sorted(
+            {SAVED_WITH[n.split("/")[0]] for n in names if n.split("/")[0] in SAVED_WITH}
+        )
+        cause = f"a run without {flags[0]}" if flags else "a run with another configuration"
+        raise UserError(
+            f"checkpoint {path} lacks variables this run has ({', '.join(names[:4]) or 'unnamed'}): "
+            f"it was written by {cause}"
+        ) from None
+    status.expect_partial()  # the parts that were not asked for, e.g. the optimizer for evaluation
 
 
 class RunState(tf.Module):
@@ -106,7 +165,9 @@ class Checkpointer:
         if trainer.ema is not None:
             self._progress["ema_model"] = trainer.ema.shadow
         self.restored = (
-            restore_newest(ctx.run_dir / CHECKPOINTS, **self._progress) if resume else None
+            restore_newest(ctx.run_dir / CHECKPOINTS, exact=True, **self._progress)
+            if resume
+            else None
         )
         self._prior_seconds = float(self.state.elapsed.numpy())
         # A host pipeline's iterator serializes (device-prefetching and distributed ones cannot).
@@ -171,13 +232,23 @@ class Checkpointer:
 
 
 class GracefulStop:
-    """While active, SIGINT and SIGTERM only set `signum`; the loop saves and exits between steps."""
+    """While active, SIGINT and SIGTERM only set `signum`; the loop saves and exits between steps.
+
+    Under multi_worker the workers first agree (`StopAgreement`): a signal to any one of them stops
+    all of them after the same step, each with its own checkpoint of that step.
+    """
 
     SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self):
+    def __init__(self, agreement: StopAgreement | None = None):
         self.signum: int | None = None
-        self._previous = {}
+        self.agreement = agreement
+        self._previous: dict[int, Any] = {}
+
+    @classmethod
+    def for_run(cls, ctx: RunContext) -> GracefulStop:
+        multi_worker = ctx.config.strategy == "multi_worker"
+        return cls(StopAgreement(ctx.trainer.strategy) if multi_worker else None)
 
     def __enter__(self) -> GracefulStop:
         for sig in self.SIGNALS:
@@ -190,6 +261,30 @@ class GracefulStop:
 
     def _request(self, signum: int, frame) -> None:
         self.signum = signum
+
+    def requested(self, step: int, count: int) -> int | None:
+        """The signal to stop on after the call of `count` steps that ended at `step`, or None.
+
+        Alone, this process's own signal, at once; under multi_worker, any worker's, at the next
+        step where all of them check.
+        """
+        if self.agreement is None:
+            return self.signum
+        return self.agreed() if self.agreement.due(step, count) else None
+
+    def agreed(self) -> int | None:
+        """Any worker's signal, or None (this process's own without multi_worker). Under
+        multi_worker every worker must call this at the same point of the run."""
+        if self.agreement is None:
+            return self.signum
+        anyone = self.agreement.agree(self.signum)  # a collective: every worker takes part
+        return self.signum or anyone
+
+    def interrupted(self, signum: int, step: int, config) -> Interrupted:
+        """The error that ends this process: stopped by its own signal, or with a peer."""
+        return (
+            Interrupted(signum, step, config) if self.signum else PeerStopped(signum, step, config)
+        )
 
 
 def check_same_step(ctx: RunContext, step: int) -> None:

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from mlp_core.config.config import Config, with_overrides
 from mlp_core.core import data as mnist
-from mlp_core.core.errors import DivergedError, Interrupted, UserError
+from mlp_core.core.errors import DivergedError, UserError
 from mlp_core.core.model import MLP
 from mlp_core.core.pipeline import default_device, eval_dataset, steps_per_epoch
 from mlp_core.distribute.strategy import is_chief, make_strategy, worker_failures
@@ -126,11 +126,12 @@ def between_steps(
 ) -> None:
     """Divergence checks, periodic checkpoints and signal stops, all outside the compiled step."""
     save = crossed(step, count, ctx.config.checkpoint_every) and step % ctx.steps_per_epoch != 0
-    if stop.signum is not None or save or crossed(step, count, DIVERGENCE_CHECK_EVERY):
+    signum = stop.requested(step, count)
+    if signum is not None or save or crossed(step, count, DIVERGENCE_CHECK_EVERY):
         check_divergence(ctx, ckpt, step)
-    if stop.signum is not None:
+    if signum is not None:
         ckpt.save()
-        raise Interrupted(stop.signum, step, ctx.config)
+        raise stop.interrupted(signum, step, ctx.config)
     if save:
         ckpt.save()
 
@@ -243,7 +244,7 @@ def _train_locked(
     check_same_step(ctx, ckpt.step)
     for observer in observers:
         observer.on_run_begin(ctx)
-    with GracefulStop() as stop, worker_failures(ctx.config):
+    with GracefulStop.for_run(ctx) as stop, worker_failures(ctx.config):
         try:
             history = run_epochs(ctx, ckpt, observers, stop)
         except DivergedError:
@@ -259,8 +260,9 @@ def _train_locked(
                 )
             raise
         test = ctx.trainer.evaluate(eval_dataset(ctx.test, EVAL_BATCH, ctx.device))
-        if stop.signum is not None:  # the last epoch is saved; a resume only evaluates again
-            raise Interrupted(stop.signum, ckpt.step, ctx.config)
+        signum = stop.agreed()
+        if signum is not None:  # the last epoch is saved; a resume only evaluates again
+            raise stop.interrupted(signum, ckpt.step, ctx.config)
     metrics = {"run_dir": str(ctx.run_dir), **_final_metrics(history, test, ckpt.elapsed())}
     if chief:
         write_json(ctx.run_dir / METRICS, metrics)
