@@ -17,11 +17,12 @@ from mlp_core.serving.digits import load_digit
 from mlp_core.serving.export import SAVED_MODEL, load_serving
 from mlp_core.training.loop import load_trained_model, train_and_evaluate
 
+pytestmark = pytest.mark.slow  # the quick tier (-m "not slow") leaves this file out
+
 RELOAD = """
 import sys, numpy as np, tensorflow as tf
 from mlp_core.core.data import load_mnist
 
-pytestmark = pytest.mark.slow  # the quick tier (-m "not slow") leaves this file out
 serve = tf.saved_model.load(sys.argv[1]).signatures["serving_default"]
 test = load_mnist().test
 classes = np.concatenate([serve(images=tf.constant(test.images[i:i + 1000]))["classes"].numpy()

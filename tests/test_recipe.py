@@ -13,13 +13,13 @@ from mlp_core.config.presets import PRESETS, apply_preset, describe
 from mlp_core.core.data import Split
 from mlp_core.core.errors import UserError
 from mlp_core.core.pipeline import (
-    DeviceData,
     class_counts,
     epoch_order,
     oversampling_logits,
     train_dataset,
 )
 from mlp_core.core.step import cross_entropy, make_loss
+from mlp_core.fastpaths.device_data import DeviceData
 from mlp_core.recipe.balance import balanced_class_weights
 
 COUNTS = np.array([400, 10, 50, 100, 200, 30, 60, 80, 40, 30])  # 1,000 labels, class 1 rare

@@ -80,14 +80,14 @@ class TensorBoardObserver(Observer):
             tf.summary.scalar("examples_per_sec", rate)
 
     def train_means(self, sums: tuple[float, int, int]) -> dict[str, float]:
-        """Mean cross-entropy and accuracy of the training batches since the last log point
-        (since the epoch's start, when the loop has reset the sums in between)."""
-        before = self.logged_sums if sums[2] >= self.logged_sums[2] else (0.0, 0, 0)
-        self.logged_sums = sums
+        """Mean cross-entropy and accuracy of the training batches since the last log point, or
+        since the epoch's start (the loop resets the sums then)."""
+        before, self.logged_sums = self.logged_sums, sums
         count = max(sums[2] - before[2], 1)
         return {"loss": (sums[0] - before[0]) / count, "accuracy": (sums[1] - before[1]) / count}
 
     def on_epoch_end(self, ctx: RunContext, epoch: int, record: dict) -> None:
+        self.logged_sums = (0.0, 0, 0)  # the loop resets the train sums as the next epoch starts
         step = epoch * ctx.steps_per_epoch
         with self.writers["validation"].as_default(step=step):
             # last_*: the trained weights, when the run evaluates a weight average instead.
