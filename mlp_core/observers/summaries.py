@@ -38,8 +38,9 @@ METRICS = [
 class TensorBoardObserver(Observer):
     """Scalars every `log_every` steps; histograms every `histogram_every` epochs; images each epoch."""
 
-    def __init__(self, log_every: int = 100, histogram_every: int = 1):
+    def __init__(self, log_every: int = 100, histogram_every: int = 1, experiment: bool = True):
         self.log_every, self.histogram_every = log_every, histogram_every
+        self.experiment = experiment  # False: a sweep's root holds the one HParams config
 
     def on_run_begin(self, ctx: RunContext) -> None:
         self.writers = {
@@ -54,7 +55,7 @@ class TensorBoardObserver(Observer):
         self.logged_sums = ctx.trainer.train_metrics.sums()  # train means run from here
         self.rate_from = (time.perf_counter(), self.last_step)  # examples/s is measured from here
         with tf.summary.create_file_writer(str(ctx.run_dir)).as_default(step=0):
-            write_run_description(ctx.config)
+            write_run_description(ctx.config, self.experiment)
         with self.writers["train"].as_default(step=0):
             titles = [str(label) for label in ctx.train.labels[:GRID]]
             tf.summary.image("sample_inputs", png(digit_grid(ctx.train.images[:GRID], titles)))
@@ -164,13 +165,24 @@ def png(figure) -> tf.Tensor:
     return tf.image.decode_png(figure_to_png(figure))[tf.newaxis]
 
 
-def write_run_description(config: Config) -> None:
-    """The config as text (Text dashboard) and as HParams (one row per run in the HParams table)."""
+def write_run_description(config: Config, experiment: bool = True) -> None:
+    """The config as text (Text dashboard) and as HParams (one row per run in the HParams table).
+
+    `experiment=False` leaves out the HParams config (the table's columns and domains): the
+    dashboard shows one such config per logdir, picked arbitrarily among the runs that have one, so
+    inside a sweep only the sweep's root writes it, with the searched domains.
+    """
     tf.summary.text("config", f"```\n{json.dumps(config.to_dict(), indent=2, sort_keys=True)}\n```")
-    values = {
+    values = hparam_values(config)
+    if experiment:
+        hp.hparams_config(hparams=[hp.HParam(key) for key in sorted(values)], metrics=METRICS)
+    hp.hparams(values, trial_id=config.run_name)
+
+
+def hparam_values(config: Config) -> dict[str, bool | int | float | str]:
+    """The config as HParams values: what TensorBoard stores as-is, the rest (tuples) as text."""
+    return {
         key: value if isinstance(value, (bool, int, float, str)) else str(value)
         for key, value in config.to_dict().items()
         if key not in ("logdir", "run_name")
     }
-    hp.hparams_config(hparams=[hp.HParam(key) for key in sorted(values)], metrics=METRICS)
-    hp.hparams(values, trial_id=config.run_name)

@@ -1,0 +1,260 @@
+"""Running a sweep: an Optuna study in a database, trials drawn from it and trained as normal runs.
+
+The study lives in `<sweep>/study.db` (SQLite) unless `--storage` names another database, so a
+sweep survives being killed: a rerun of the same command loads the study, resumes the trials that
+were cut mid-way from their checkpoints, and draws only as many new ones as are still missing.
+Each worker (`--workers N`, or one per machine on a shared `--storage`) runs this module's loop
+against the same study; Optuna's storage is what they share.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import multiprocessing
+import socket
+import sys
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mlp_core.config.config import Config, explicit_fields, parse_config
+from mlp_core.config.presets import apply_preset
+from mlp_core.core.errors import UserError
+from mlp_core.sweep.space import Domain, describe, distributions
+
+DEFAULT_NAME = "sweep"
+CLAIM_LOCK = ".claim.lock"
+GIVE_UP_AFTER = 3  # failures in a row: something is wrong with every trial, not with one
+
+
+@dataclass(frozen=True)
+class SweepSpec:
+    """Everything a worker needs; picklable, so `--workers` can hand it to new processes."""
+
+    space: tuple[Domain, ...]
+    fixed: tuple[str, ...]  # the train flags given, the part every trial shares
+    trials: int
+    sampler: str
+    prune: bool
+    storage: str
+    name: str
+    sweep_dir: str
+    seed: int
+
+
+def sweep_location(fixed: Sequence[str]) -> tuple[Path, str]:
+    """The sweep's directory, `--logdir/--run-name` (default `logs/sweep`), and its study name."""
+    base = parse_config(list(fixed))
+    name = base.run_name or DEFAULT_NAME
+    return Path(base.logdir) / name, name
+
+
+def open_storage(url: str) -> Any:
+    """Optuna's RDB storage at `url`; one that cannot be opened is a UserError."""
+    import optuna
+
+    kwargs = {"connect_args": {"timeout": 60}} if url.startswith("sqlite") else None
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=kwargs)
+    except Exception as err:  # sqlalchemy, a missing driver, a bad URL: all mean the same here
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"--storage {url}: cannot open it: {reason}") from None
+
+
+def load_study(spec: SweepSpec, storage: Any, worker: int = 0) -> Any:
+    """The sweep's study, created on first use; a study over another space is refused."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        storage=storage,
+        study_name=spec.name,
+        direction="maximize",
+        sampler=make_sampler(spec, worker),
+        pruner=optuna.pruners.MedianPruner() if spec.prune else optuna.pruners.NopPruner(),
+        load_if_exists=True,
+    )
+    space = describe(spec.space)
+    saved = study.user_attrs.get("space")
+    if saved is None:
+        study.set_user_attr("space", space)
+    elif saved != space:
+        raise UserError(
+            f"study {spec.name!r} searches {saved}, not {space}; "
+            "give another --run-name for a new sweep"
+        )
+    return study
+
+
+def make_sampler(spec: SweepSpec, worker: int) -> Any:
+    """TPE or random, seeded by --seed; each worker gets its own seed so they draw differently."""
+    import optuna
+
+    seed = spec.seed + worker
+    if spec.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+
+
+def trial_config(spec: SweepSpec, values: dict[str, Any], run_name: str) -> Config:
+    """The trial's Config: the fixed train flags, then the drawn values, parsed like train.py's."""
+    drawn = [part for d in spec.space for part in (d.flag, d.text(values[d.name]))]
+    argv = [*spec.fixed, *drawn, "--logdir", spec.sweep_dir, "--run-name", run_name]
+    return apply_preset(parse_config(argv), explicit_fields(argv))
+
+
+def suggest(trial: Any, space: Sequence[Domain]) -> dict[str, Any]:
+    """Draw every domain (a resumed trial gets back the values it drew before)."""
+    import optuna.distributions as od
+
+    values: dict[str, Any] = {}
+    for name, dist in distributions(space).items():
+        if isinstance(dist, od.CategoricalDistribution):
+            values[name] = trial.suggest_categorical(name, dist.choices)
+        elif isinstance(dist, od.IntDistribution):
+            values[name] = trial.suggest_int(name, dist.low, dist.high, log=dist.log)
+        else:
+            values[name] = trial.suggest_float(name, dist.low, dist.high, log=dist.log)
+    return values
+
+
+def counts(study: Any) -> dict[str, int]:
+    """Trials by state: complete, pruned, running and failed."""
+    from optuna.trial import TrialState
+
+    trials = study.get_trials(deepcopy=False)
+    states = {"complete": TrialState.COMPLETE, "pruned": TrialState.PRUNED}
+    states |= {"running": TrialState.RUNNING, "failed": TrialState.FAIL}
+    return {name: sum(t.state == state for t in trials) for name, state in states.items()}
+
+
+@contextlib.contextmanager
+def claim_lock(sweep_dir: Path) -> Iterator[None]:
+    """One local worker at a time counts the trials and draws the next, so N workers on this
+    machine stop at exactly the requested number."""
+    with open(sweep_dir / CLAIM_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
+
+
+def claim(study: Any, spec: SweepSpec) -> Any | None:
+    """A new trial, or None once finished and running trials make up the requested number."""
+    with claim_lock(Path(spec.sweep_dir)):
+        n = counts(study)
+        if n["complete"] + n["pruned"] + n["running"] >= spec.trials:
+            return None
+        trial = study.ask()
+        mark(trial, spec)
+        return trial
+
+
+def mark(trial: Any, spec: SweepSpec) -> None:
+    """Where the trial runs, so a rerun on this machine can tell a cut trial from a running one."""
+    trial.set_user_attr("host", socket.gethostname())
+    trial.set_user_attr("run_dir", str(Path(spec.sweep_dir) / run_name(trial.number)))
+
+
+def run_name(number: int) -> str:
+    return f"trial-{number:03d}"
+
+
+def cut_trials(study: Any, spec: SweepSpec) -> list[int]:
+    """Trials left RUNNING by a process on this machine that no longer holds their run."""
+    from optuna.trial import TrialState
+
+    host, cut = socket.gethostname(), []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if t.user_attrs.get("host", host) != host:
+            continue  # another machine's: it resumes its own
+        run_dir = Path(t.user_attrs.get("run_dir", Path(spec.sweep_dir) / run_name(t.number)))
+        if run_dir.parent == Path(spec.sweep_dir) and not _held(run_dir):
+            cut.append(t.number)
+    return cut
+
+
+def _held(run_dir: Path) -> bool:
+    """Whether a live process holds the run's lock (the trainer's flock; gone when it dies)."""
+    lock = run_dir / ".lock"
+    if not lock.exists():
+        return False
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(handle, fcntl.LOCK_UN)
+    return False
+
+
+def run_worker(spec: SweepSpec, worker: int = 0, resume: Sequence[int] = ()) -> None:
+    """Resume this worker's share of cut trials, then draw and train until the study is full."""
+    from mlp_core.sweep.report import progress_line
+    from mlp_core.sweep.trial import run_trial
+
+    study = load_study(spec, open_storage(spec.storage), worker)
+    failures = 0
+    for number in resume:
+        trial = _reopen(study, number)
+        run_trial(study, trial, spec, resume=True)
+        print(progress_line(study, spec.trials), flush=True)
+    while failures < GIVE_UP_AFTER:
+        trial = claim(study, spec)
+        if trial is None:
+            return
+        state = run_trial(study, trial, spec, resume=False)
+        failures = failures + 1 if state == "failed" else 0
+        print(progress_line(study, spec.trials), flush=True)
+    raise UserError(f"{GIVE_UP_AFTER} trials in a row failed; stopping (see the lines above)")
+
+
+def _reopen(study: Any, number: int) -> Any:
+    """A live Trial object for a RUNNING trial of the study, to finish it in this process."""
+    import optuna
+
+    frozen = study.get_trials(deepcopy=False)[number]
+    return optuna.trial.Trial(study, frozen._trial_id)
+
+
+def run_workers(spec: SweepSpec, workers: int, resume: Sequence[int]) -> None:
+    """`workers` processes on this machine (this one alone when 1), the cut trials shared out."""
+    shares = [list(resume[i::workers]) for i in range(workers)]
+    if workers == 1:
+        run_worker(spec, 0, shares[0])
+        return
+    context = multiprocessing.get_context("spawn")  # TensorFlow does not survive a fork
+    processes = [
+        context.Process(target=_worker_main, args=(spec, i, shares[i]), name=f"sweep-worker-{i}")
+        for i in range(workers)
+    ]
+    for process in processes:
+        process.start()  # the caller has created the study's tables: none of them races to
+    try:
+        for process in processes:
+            process.join()
+    finally:  # on Ctrl-C or SIGTERM: the workers checkpoint their trials and stop
+        _stop(processes)
+    if any(p.exitcode for p in processes):
+        raise UserError(
+            f"a worker stopped with exit code {max(p.exitcode or 0 for p in processes)}"
+        )
+
+
+def _stop(processes: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    for process in processes:
+        if process.is_alive():
+            process.terminate()
+    for process in processes:
+        process.join(timeout=120)
+
+
+def _worker_main(spec: SweepSpec, worker: int, resume: Sequence[int]) -> None:
+    """A worker process: the same one-line errors and exit codes as a script."""
+    from mlp_core.config.cli import run_main
+
+    def main(_: list[str] | None) -> int:
+        run_worker(spec, worker, resume)
+        return 0
+
+    sys.exit(run_main(main, []))
