@@ -16,7 +16,7 @@ from mlp_core.config.config import Config
 from mlp_core.sweep.space import Domain, field_value
 
 GROUP = "sweep"  # the trial's sub-run that holds the sweep's metrics
-STATUS = {"complete": "STATUS_SUCCESS", "pruned": "STATUS_ABORTED", "failed": "STATUS_FAILURE"}
+STATUS = {"complete": "STATUS_SUCCESS", "pruned": "STATUS_UNKNOWN", "failed": "STATUS_FAILURE"}
 
 
 def metrics() -> list:
