@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -16,7 +17,6 @@ import numpy as np
 import optuna
 import pytest
 from conftest import ROOT, assert_clean_error, run_here, run_script, tensorboard_server
-from optuna.trial import TrialState
 
 from mlp_core.sweep.space import parse_space
 from mlp_core.sweep.study import SweepSpec, run_worker
@@ -57,12 +57,14 @@ def test_tiny_sweep_finishes_exactly_three_trials_and_reports_them(tiny_sweep):
     assert states(study) == ["COMPLETE"] * 3  # two workers, and not one trial more
     assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 3
     lines = result.stdout.splitlines()
-    assert "trials: 3/3 done (0 pruned), 0 running, 0 left" in lines[-6]
-    table = lines[lines.index(next(l for l in lines if l.startswith("trial "))) :][1:4]
+    progress = [re.findall(r"\d+", line)[:5] for line in lines if line.startswith("trials: ")]
+    assert progress[-1] == ["3", "3", "0", "0", "0"]  # done/requested, pruned, running, left
+    head = next(i for i, line in enumerate(lines) if line.startswith("trial "))
+    table = lines[head + 1 : head + 4]
     ranked = [float(row.split()[3]) for row in table]
     assert ranked == sorted(ranked, reverse=True)
     assert ranked[0] == pytest.approx(100 * study.best_value, abs=0.005)
-    command = next(l for l in lines if "scripts/train.py" in l).split()
+    command = next(line for line in lines if "scripts/train.py" in line).split()
     assert command[command.index("--val-size") + 1] == "0" and "--train-subset" not in command
     assert float(command[command.index("--lr") + 1]) == study.best_params["lr"]
     png = sweep_dir / "hparams_vs_val_accuracy.png"
@@ -142,10 +144,8 @@ def test_a_killed_sweep_resumes_its_cut_trial_and_stops_at_the_requested_number(
     study = load(sweep_dir, "sweep")
     assert states(study) == ["COMPLETE"] * 3
     history = json.loads((sweep_dir / "trial-001" / "metrics.json").read_text())["history"]
-    assert [h["epoch"] for h in history] == [
-        1,
-        2,
-    ]  # epoch 1 from before the kill, not trained again
+    # Epoch 1 comes from before the kill: it was not trained again.
+    assert [h["epoch"] for h in history] == [1, 2]
     assert sorted(study.trials[1].intermediate_values) == [1, 2]
 
 

@@ -91,7 +91,17 @@ def run_trial(study: Any, trial: Any, spec: SweepSpec, resume: bool) -> str:
         print(f"trial {trial.number} failed: {type(err).__name__}: {err}", file=sys.stderr)
         trial.set_user_attr("error", f"{type(err).__name__}: {err}"[:500])
         return _finish(study, trial, "failed", run_dir, pruning.measured())
+    _report_missing(study, trial, metrics["history"])
     return _finish(study, trial, "complete", run_dir, _final(metrics))
+
+
+def _report_missing(study: Any, trial: Any, history: list[dict]) -> None:
+    """Epochs a cut trial trained before it was killed but had not reported yet (the kill came
+    between the epoch's checkpoint and its report): the pruner compares every epoch."""
+    reported = study.get_trials(deepcopy=False)[trial.number].intermediate_values
+    for record in history:
+        if record["epoch"] not in reported and record.get("val_accuracy") is not None:
+            trial.report(record["val_accuracy"], record["epoch"])
 
 
 def _final(metrics: dict) -> dict[str, float]:
@@ -103,6 +113,7 @@ def _finish_saved(study: Any, trial: Any, run_dir: Path) -> str:
     """A trial whose run wrote metrics.json before the sweep was cut: record it as it ended."""
     metrics = read_json(run_dir / METRICS)
     if metrics.get("status") == "completed":
+        _report_missing(study, trial, metrics["history"])
         return _finish(study, trial, "complete", run_dir, _final(metrics))
     return _finish(study, trial, "pruned", run_dir, {})
 
@@ -119,6 +130,8 @@ def _finish(study: Any, trial: Any, state: str, run_dir: Path, values: dict[str,
         study.tell(trial, state=TrialState.PRUNED if state == "pruned" else TrialState.FAIL)
     if run_dir.is_dir():
         epochs = len(study.get_trials(deepcopy=False)[trial.number].intermediate_values)
-        outcome = {k: values[k] for k in ("wall_seconds", "train_examples_per_sec") if k in values}
+        outcome: dict[str, float] = {
+            k: values[k] for k in ("wall_seconds", "train_examples_per_sec") if k in values
+        }
         write_outcome(run_dir, state, epochs, outcome)
     return state
