@@ -47,6 +47,7 @@ WORK = [
     ("mlp_core.serving.export", "export_model"),
     ("mlp_core.serving.export", "load_serving"),
     ("mlp_core.benchmark.markdown", "load_report"),  # render_docs.py, benchmark.py --from-json
+    ("mlp_core.sweep.study", "open_storage"),
 ]
 # Scripts that also run for real, cheaply: the documented flags plus these (the last value wins).
 REAL = {
