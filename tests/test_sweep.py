@@ -125,7 +125,8 @@ def test_hparams_plugin_serves_the_domains_and_three_session_groups(tiny_sweep):
 def test_a_killed_sweep_resumes_its_cut_trial_and_stops_at_the_requested_number(tmp_path):
     """SIGKILL during trial 1 (after its first epoch's checkpoint); the same command again
     resumes it from that checkpoint and draws only the one trial still missing."""
-    args = [*SPACE[:2], "--trials", "3", *TINY, "--epochs", "2", "--logdir", str(tmp_path)]
+    quick = [*TINY, "--epochs", "2", "--train-subset", "1024", "--no-summaries"]
+    args = [*SPACE[:2], "--trials", "3", *quick, "--logdir", str(tmp_path)]
     command = [sys.executable, str(ROOT / "scripts" / "sweep.py"), *args]
     sweep_dir = tmp_path / "sweep"
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
@@ -152,7 +153,17 @@ def test_a_killed_sweep_resumes_its_cut_trial_and_stops_at_the_requested_number(
 def test_a_diverging_trial_is_pruned_and_the_sweep_goes_on(tmp_path):
     """Two trials at a learning rate no MLP survives: each is pruned, none stops the worker."""
     space = tuple(parse_space(["lr=choice:1e9"]))
-    fixed = ("--optimizer", "sgd", "--train-subset", "1024", "--epochs", "1", "--hidden", "32")
+    fixed = (
+        "--optimizer",
+        "sgd",
+        "--train-subset",
+        "1024",
+        "--epochs",
+        "1",
+        "--hidden",
+        "32",
+        "--no-summaries",
+    )
     spec = SweepSpec(
         space, (*fixed, "--val-size", "500"), 2, "random", True,
         f"sqlite:///{tmp_path / 'study.db'}", "diverge", str(tmp_path), 0,
