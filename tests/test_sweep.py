@@ -144,6 +144,8 @@ def test_a_killed_sweep_resumes_its_cut_trial_and_stops_at_the_requested_number(
     assert "resuming 1 cut" in result.stdout
     study = load(sweep_dir, "sweep")
     assert states(study) == ["COMPLETE"] * 3
+    # The rerun's sampler does not draw trial 0's values again for trial 2.
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 3
     history = json.loads((sweep_dir / "trial-001" / "metrics.json").read_text())["history"]
     # Epoch 1 comes from before the kill: it was not trained again.
     assert [h["epoch"] for h in history] == [1, 2]

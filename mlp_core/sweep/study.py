@@ -72,10 +72,10 @@ def load_study(spec: SweepSpec, storage: Any, worker: int = 0) -> Any:
         storage=storage,
         study_name=spec.name,
         direction="maximize",
-        sampler=make_sampler(spec, worker),
         pruner=optuna.pruners.MedianPruner() if spec.prune else optuna.pruners.NopPruner(),
         load_if_exists=True,
     )
+    study.sampler = make_sampler(spec, worker, len(study.get_trials(deepcopy=False)))
     space = describe(spec.space)
     saved = study.user_attrs.get("space")
     if saved is None:
@@ -88,11 +88,17 @@ def load_study(spec: SweepSpec, storage: Any, worker: int = 0) -> Any:
     return study
 
 
-def make_sampler(spec: SweepSpec, worker: int) -> Any:
-    """TPE or random, seeded by --seed; each worker gets its own seed so they draw differently."""
+def make_sampler(spec: SweepSpec, worker: int, drawn: int) -> Any:
+    """TPE or random, seeded by --seed, the worker and how many trials the study already holds.
+
+    A sampler restarted with the same seed would draw the same values again (TPE's first trials
+    are random draws), so a continued sweep seeds from where the study stands; a fresh sweep is
+    still reproducible from --seed, and each worker draws differently.
+    """
+    import numpy as np
     import optuna
 
-    seed = spec.seed + worker
+    seed = int(np.random.SeedSequence([spec.seed, worker, drawn]).generate_state(1)[0])
     if spec.sampler == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed, constant_liar=True)
