@@ -162,8 +162,13 @@ def _panel(ax: Any, domain: Domain, trials: Sequence[Any]) -> None:
         ax.scatter(xs, [_value(t) for t in chosen], label=state.lower(), s=24, **style)
     if choices:
         ax.set_xticks(range(len(choices)), choices, rotation=30)
-    if domain.log:
+        ax.set_xlim(-0.5, len(choices) - 0.5)
+    elif domain.log:  # the axis spans the searched range, so where nothing was drawn shows too
         ax.set_xscale("log")
+        ax.set_xlim(domain.low / 1.2, domain.high * 1.2)
+    else:
+        pad = 0.03 * (domain.high - domain.low)
+        ax.set_xlim(domain.low - pad, domain.high + pad)
     ax.set_xlabel(domain.name)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
