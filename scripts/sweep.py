@@ -14,8 +14,6 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from mlp_core.config.cli import ArgumentParser, run_main  # noqa: E402
-from mlp_core.config.config import parse_config  # noqa: E402
-from mlp_core.core.errors import UserError  # noqa: E402
 
 
 def positive_int(text: str) -> int:
@@ -49,19 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     from mlp_core.sweep import report, space, study
 
     domains = tuple(space.parse_space(args.param))
-    base = parse_config(train_argv)  # the fixed train flags: bad ones exit here, one line
-    if not base.val_size:
-        raise UserError("a sweep ranks trials on validation images: --val-size must be > 0")
-    sweep_dir, name = study.sweep_location(train_argv)
-    try:
-        sweep_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{sweep_dir}: cannot create the sweep directory: {err.strerror}") from None
-    spec = study.SweepSpec(
-        domains, tuple(train_argv), args.trials, args.sampler, args.prune,
-        args.storage or f"sqlite:///{sweep_dir.resolve() / 'study.db'}",
-        name, str(sweep_dir), base.seed,
-    )  # fmt: skip
+    spec = study.make_spec(domains, train_argv, args.trials, args.sampler, args.prune, args.storage)
+    sweep_dir = Path(spec.sweep_dir)
     loaded = study.load_study(spec, study.open_storage(spec.storage))
     cut = study.cut_trials(loaded, spec)
     print(f"sweep {sweep_dir} ({space.describe(domains)})", flush=True)
@@ -73,12 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     write_config(sweep_dir, domains)
     study.run_workers(spec, args.workers, cut)
-    print(report.table(loaded, domains))
-    (sweep_dir / "trials.txt").write_text(report.table(loaded, domains) + "\n")
-    print(report.progress_line(loaded, spec.trials))
-    print(report.best_summary(loaded, spec.fixed, domains))
-    figure = report.figure(loaded, domains, sweep_dir / "hparams_vs_val_accuracy.png")
-    print(f"figure: {figure}\nTensorBoard: tensorboard --logdir {sweep_dir}  (HParams tab)")
+    print(report.final_report(loaded, spec))
     return 0
 
 

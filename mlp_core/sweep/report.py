@@ -128,6 +128,24 @@ def best_summary(study: Any, fixed: Sequence[str], space: Sequence[Domain]) -> s
     )
 
 
+def final_report(study: Any, spec: Any) -> str:
+    """The end of a sweep: the table (also saved as trials.txt), the progress line, the best
+    trial with its retraining command, and the figure's path."""
+    sweep_dir = Path(spec.sweep_dir)
+    trials = table(study, spec.space)
+    (sweep_dir / "trials.txt").write_text(trials + "\n")
+    png = figure(study, spec.space, sweep_dir / "hparams_vs_val_accuracy.png")
+    return "\n".join(
+        [
+            trials,
+            progress_line(study, spec.trials),
+            best_summary(study, spec.fixed, spec.space),
+            f"figure: {png or 'none (no trial finished)'}",
+            f"TensorBoard: tensorboard --logdir {sweep_dir}  (HParams tab)",
+        ]
+    )
+
+
 def figure(study: Any, space: Sequence[Domain], path: Path) -> Path | None:
     """One panel per hyperparameter: its value against validation accuracy, pruned trials hollow."""
     import matplotlib

@@ -44,6 +44,30 @@ class SweepSpec:
     seed: int
 
 
+def make_spec(
+    space: Sequence[Domain],
+    fixed: Sequence[str],
+    trials: int,
+    sampler: str = "tpe",
+    prune: bool = True,
+    storage: str | None = None,
+) -> SweepSpec:
+    """The sweep's settings from its domains and fixed train flags (which exit on a bad value),
+    its directory made; the storage defaults to SQLite in that directory."""
+    base = parse_config(list(fixed))
+    if not base.val_size:
+        raise UserError("a sweep ranks trials on validation images: --val-size must be > 0")
+    sweep_dir, name = sweep_location(fixed)
+    try:
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{sweep_dir}: cannot create the sweep directory: {err.strerror}") from None
+    url = storage or f"sqlite:///{sweep_dir.resolve() / 'study.db'}"
+    return SweepSpec(
+        tuple(space), tuple(fixed), trials, sampler, prune, url, name, str(sweep_dir), base.seed
+    )
+
+
 def sweep_location(fixed: Sequence[str]) -> tuple[Path, str]:
     """The sweep's directory, `--logdir/--run-name` (default `logs/sweep`), and its study name."""
     base = parse_config(list(fixed))
