@@ -167,6 +167,8 @@ def figure(study: Any, space: Sequence[Domain], path: Path) -> Path | None:
 
 
 def _panel(ax: Any, domain: Domain, trials: Sequence[Any]) -> None:
+    import matplotlib.ticker
+
     choices = list(domain.choices)
     for state, style in (
         ("COMPLETE", {"color": "C0"}),
@@ -184,6 +186,7 @@ def _panel(ax: Any, domain: Domain, trials: Sequence[Any]) -> None:
     elif domain.log:  # the axis spans the searched range, so where nothing was drawn shows too
         ax.set_xscale("log")
         ax.set_xlim(domain.low / 1.2, domain.high * 1.2)
+        ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # decades only
     else:
         pad = 0.03 * (domain.high - domain.low)
         ax.set_xlim(domain.low - pad, domain.high + pad)
