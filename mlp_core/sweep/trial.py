@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from mlp_core.config.config import Config
-from mlp_core.core.errors import DivergedError, Interrupted
+from mlp_core.core.errors import DivergedError, Interrupted, UserError
 from mlp_core.observers.base import Observer, RunContext
 from mlp_core.sweep.dashboard import write_outcome
 from mlp_core.sweep.study import SweepSpec, run_name, suggest, trial_config
@@ -85,7 +85,14 @@ def run_trial(study: Any, trial: Any, spec: SweepSpec, resume: bool) -> str:
     except DivergedError as err:
         trial.set_user_attr("diverged", str(err).split(";")[0])
         return _finish(study, trial, "pruned", run_dir, pruning.measured())
-    except (Interrupted, KeyboardInterrupt):
+    except Interrupted as err:  # the message names this sweep's way to continue, not train.py's
+        stop = UserError(
+            f"trial {trial.number} {str(err).split(';')[0]}; its checkpoint is saved: "
+            "the same sweep command continues it"
+        )
+        stop.exit_code = err.exit_code
+        raise stop from None
+    except KeyboardInterrupt:
         raise
     except Exception as err:  # noqa: BLE001 (one bad trial must not end the sweep)
         print(f"trial {trial.number} failed: {type(err).__name__}: {err}", file=sys.stderr)
