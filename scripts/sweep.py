@@ -44,7 +44,7 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args, train_argv = build_parser().parse_known_args(argv)
-    from mlp_core.sweep import report, space, study
+    from mlp_core.sweep import report, space, study, workers
 
     domains = tuple(space.parse_space(args.param))
     spec = study.make_spec(domains, train_argv, args.trials, args.sampler, args.prune, args.storage)
@@ -59,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     from mlp_core.sweep.dashboard import write_config
 
     write_config(sweep_dir, domains)
-    study.run_workers(spec, args.workers, cut)
+    workers.run_workers(spec, args.workers, cut)
     print(report.final_report(loaded, spec))
     return 0
 

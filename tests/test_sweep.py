@@ -19,7 +19,8 @@ import pytest
 from conftest import ROOT, assert_clean_error, run_here, run_script, tensorboard_server
 
 from mlp_core.sweep.space import parse_space
-from mlp_core.sweep.study import SweepSpec, run_worker
+from mlp_core.sweep.study import SweepSpec
+from mlp_core.sweep.workers import run_worker
 
 TINY = ["--train-subset", "2048", "--epochs", "1", "--hidden", "64", "--val-size", "1000"]
 SPACE = [
