@@ -14,7 +14,7 @@ import tensorflow as tf
 
 from mlp_core.core.data import NUM_CLASSES
 from mlp_core.core.model import MLP
-from mlp_core.core.optim import Optimizer
+from mlp_core.core.optim import Optimizer, OptimizerWrapper
 from mlp_core.core.pipeline import FEATURES
 
 BATCH_SPEC = (
@@ -112,7 +112,7 @@ class TrainStep(tf.Module):
     def __init__(
         self,
         model: MLP,
-        optimizer: Optimizer,
+        optimizer: Optimizer | OptimizerWrapper,
         loss: Loss | None = None,
         inputs: Callable[[tf.Tensor], tf.Tensor] = preprocess,
         metrics: RunningMetrics | None = None,
