@@ -86,28 +86,43 @@ class Optimizer(tf.Module):
         return loss
 
     @tf.Module.with_name_scope  # groups its ops in the Graphs dashboard
-    def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]) -> None:
+    def apply(
+        self,
+        grads: Sequence[tf.Tensor],
+        variables: Sequence[tf.Variable],
+        keep: tf.Tensor | None = None,
+    ) -> None:
         """Transform the gradients, apply one update to every variable, advance the counter.
 
-        Half-precision gradients go to the variables' float32 first, like the master weights."""
+        Half-precision gradients go to the variables' float32 first, like the master weights.
+        With `keep` False the update is masked: zero gradients at a zero rate, and every rule
+        whose `masks_exactly` is True then leaves its variables and slots exactly as they were."""
         grads = [tf.cast(g, v.dtype) for g, v in zip(grads, variables)]
         for transform in self.transforms:
             grads = transform(grads, variables)
         lr = self.learning_rate
+        if keep is not None:
+            grads = [tf.where(keep, g, tf.zeros_like(g)) for g in grads]
+            lr = tf.where(keep, lr, tf.zeros_like(lr))
         for i, (g, v) in enumerate(zip(grads, variables)):
-            self._update(i, g, v, tf.cast(lr, v.dtype))
-        self.iterations.assign_add(1)
+            self._update(i, g, v, tf.cast(lr, v.dtype), keep)
+        self.iterations.assign_add(1 if keep is None else tf.cast(keep, tf.int64))
 
-    def _update(self, i: int, g: tf.Tensor, v: tf.Variable, lr: tf.Tensor) -> None:
+    @property
+    def masks_exactly(self) -> bool:
+        """Whether a masked update (`keep` False) changes nothing at all."""
+        return True
+
+    def _update(self, i: int, g: tf.Tensor, v: tf.Variable, lr: tf.Tensor, keep=None) -> None:
         if self.fused:
-            self._fused_update(i, g, v, lr)
+            self._fused_update(i, g, v, lr, keep)
         else:
-            self._reference_update(i, g, v, lr)
+            self._reference_update(i, g, v, lr, keep)
 
-    def _reference_update(self, i: int, g: tf.Tensor, v: tf.Variable, lr: tf.Tensor) -> None:
+    def _reference_update(self, i: int, g: tf.Tensor, v: tf.Variable, lr: tf.Tensor, keep) -> None:
         raise NotImplementedError
 
-    def _fused_update(self, i: int, g: tf.Tensor, v: tf.Variable, lr: tf.Tensor) -> None:
+    def _fused_update(self, i: int, g: tf.Tensor, v: tf.Variable, lr: tf.Tensor, keep) -> None:
         raise NotImplementedError
 
 
@@ -130,7 +145,12 @@ class SGD(Optimizer):
         self.nesterov = nesterov
         super().__init__(variables, schedule, name, fused, transforms)
 
-    def _reference_update(self, i, g, v, lr):
+    @property
+    def masks_exactly(self) -> bool:
+        # With momentum the weights move by the momentum slot even at a zero rate.
+        return not self.slot_names
+
+    def _reference_update(self, i, g, v, lr, keep=None):
         if not self.slot_names:
             v.assign_sub(lr * g)
             return
@@ -138,7 +158,7 @@ class SGD(Optimizer):
         m.assign(self.momentum * m - lr * g)
         v.assign_add(self.momentum * m - lr * g if self.nesterov else m)
 
-    def _fused_update(self, i, g, v, lr):
+    def _fused_update(self, i, g, v, lr, keep=None):
         if not self.slot_names:
             tf.raw_ops.ResourceApplyGradientDescent(var=v.handle, alpha=lr, delta=g)
             return
@@ -176,17 +196,25 @@ class Adam(Optimizer):
         t = tf.cast(self.iterations + 1, dtype)
         return tf.pow(tf.cast(self.beta_1, dtype), t), tf.pow(tf.cast(self.beta_2, dtype), t)
 
-    def _reference_update(self, i, g, v, lr):
+    def _betas(self, dtype: tf.DType, keep) -> tuple[tf.Tensor, tf.Tensor]:
+        """The moments' decay rates; 1 for a masked update, so the moments stay as they were."""
+        betas = tf.constant([self.beta_1, self.beta_2], dtype)
+        if keep is not None:
+            betas = tf.where(keep, betas, tf.ones_like(betas))
+        return betas[0], betas[1]
+
+    def _reference_update(self, i, g, v, lr, keep=None):
         beta_1_t, beta_2_t = self._powers(v.dtype)
+        beta_1, beta_2 = self._betas(v.dtype, keep)
         alpha = lr * tf.sqrt(1.0 - beta_2_t) / (1.0 - beta_1_t)
         m, s = self.slots["m"][i], self.slots["v"][i]
-        m.assign_add((g - m) * (1.0 - self.beta_1))
-        s.assign_add((tf.square(g) - s) * (1.0 - self.beta_2))
+        m.assign_add((g - m) * (1.0 - beta_1))
+        s.assign_add((tf.square(g) - s) * (1.0 - beta_2))
         v.assign_sub(alpha * m / (tf.sqrt(s) + self.epsilon))
 
-    def _fused_update(self, i, g, v, lr):
+    def _fused_update(self, i, g, v, lr, keep=None):
         beta_1_t, beta_2_t = self._powers(v.dtype)
-        const = lambda x: tf.cast(x, v.dtype)  # noqa: E731
+        beta_1, beta_2 = self._betas(v.dtype, keep)
         tf.raw_ops.ResourceApplyAdam(
             var=v.handle,
             m=self.slots["m"][i].handle,
@@ -194,9 +222,9 @@ class Adam(Optimizer):
             beta1_power=beta_1_t,
             beta2_power=beta_2_t,
             lr=lr,
-            beta1=const(self.beta_1),
-            beta2=const(self.beta_2),
-            epsilon=const(self.epsilon),
+            beta1=beta_1,
+            beta2=beta_2,
+            epsilon=tf.cast(self.epsilon, v.dtype),
             grad=g,
         )
 
@@ -211,10 +239,10 @@ class AdamW(Adam):
         self.weight_decay = float(weight_decay)
         super().__init__(variables, schedule, name=name, **adam_args)
 
-    def _update(self, i, g, v, lr):
+    def _update(self, i, g, v, lr, keep=None):
         if v.shape.rank >= 2 and self.weight_decay > 0:
             v.assign_sub(v * lr * self.weight_decay)
-        super()._update(i, g, v, lr)
+        super()._update(i, g, v, lr, keep)
 
 
 MAX_WARMUP_FRACTION = 0.05  # the default run's 1 warm-up epoch of 20
@@ -329,11 +357,15 @@ class OptimizerWrapper(tf.Module):
     def learning_rate(self) -> tf.Tensor:
         return self.inner.learning_rate
 
+    @property
+    def masks_exactly(self) -> bool:
+        return self.inner.masks_exactly
+
     def scale_loss(self, loss: tf.Tensor) -> tf.Tensor:
         return self.inner.scale_loss(loss)
 
-    def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]) -> None:
-        self.inner.apply(grads, variables)
+    def apply(self, grads, variables, keep: tf.Tensor | None = None) -> None:
+        self.inner.apply(grads, variables, keep)
 
 
 class SkipNonFinite(OptimizerWrapper):
@@ -346,15 +378,20 @@ class SkipNonFinite(OptimizerWrapper):
         self.norms = norms
         self.diverged = tf.Variable(False, trainable=False, name="diverged")
 
-    def apply(self, grads: Sequence[tf.Tensor], variables: Sequence[tf.Variable]) -> None:
+    def apply(self, grads, variables, keep: tf.Tensor | None = None) -> None:
         grads = [tf.cast(g, v.dtype) for g, v in zip(grads, variables)]
         finite = self.norms.record(grads)
-        apply_only_if(finite, self.inner, grads, variables)
+        apply_only_if(finite if keep is None else finite & keep, self.inner, grads, variables)
         self.diverged.assign(self.diverged | ~finite)
 
 
 def apply_only_if(condition: tf.Tensor, optimizer, grads, variables) -> None:
-    """`optimizer.apply(grads, variables)` when `condition` holds, else nothing."""
+    """`optimizer.apply(grads, variables)` when `condition` holds, else nothing. A masked update
+    where the optimizer's rules allow it: a conditional around in-place updates costs copies of
+    every variable and slot under a compiler."""
+    if optimizer.masks_exactly:
+        optimizer.apply(grads, variables, keep=condition)
+        return
 
     def update() -> tf.Operation:
         optimizer.apply(grads, variables)

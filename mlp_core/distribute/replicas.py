@@ -33,10 +33,10 @@ class CrossReplicaMean(OptimizerWrapper):
     def __init__(self, inner):
         super().__init__(inner, name="cross_replica_mean")
 
-    def apply(self, grads, variables) -> None:
+    def apply(self, grads, variables, keep: tf.Tensor | None = None) -> None:
         replica = tf.distribute.get_replica_context()
         grads = [tf.cast(g, v.dtype) for g, v in zip(grads, variables)]
-        self.inner.apply(replica.all_reduce(tf.distribute.ReduceOp.MEAN, grads), variables)
+        self.inner.apply(replica.all_reduce(tf.distribute.ReduceOp.MEAN, grads), variables, keep)
 
 
 class ReplicatedStep:

@@ -110,10 +110,10 @@ class LossScaleOptimizer(OptimizerWrapper):
         self.diverged.assign(self.diverged | ~tf.math.is_finite(loss))
         return self.inner.scale_loss(loss) * tf.cast(self.scale, loss.dtype)
 
-    def apply(self, grads, variables) -> None:
+    def apply(self, grads, variables, keep: tf.Tensor | None = None) -> None:
         grads = [tf.cast(g, v.dtype) / self.scale for g, v in zip(grads, variables)]
         finite = self.norms.record(grads)
-        apply_only_if(finite, self.inner, grads, variables)
+        apply_only_if(finite if keep is None else finite & keep, self.inner, grads, variables)
         self._update_scale(finite)
 
     def _update_scale(self, finite: tf.Tensor) -> None:

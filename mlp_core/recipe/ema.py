@@ -29,13 +29,18 @@ class WeightAverage(tf.Module):
         self.shadow, self.decay = shadow, float(decay)
 
     @tf.Module.with_name_scope  # groups its ops in the Graphs dashboard
-    def update(self, variables: list[tf.Variable], updates: tf.Tensor) -> None:
+    def update(
+        self, variables: list[tf.Variable], updates: tf.Tensor, keep: tf.Tensor | None = None
+    ) -> None:
         """Move the average towards `variables` (the model's, in the shadow's order) after
         `updates` applied optimizer updates (counting this one)."""
         t = tf.cast(updates, tf.float32)
         rate = 1.0 - tf.minimum(self.decay, (1.0 + t) / (10.0 + t))  # one rate for every weight
         for average, value in zip(self.shadow.trainable_variables, variables):
-            average.assign_sub((average - value) * tf.cast(rate, average.dtype))
+            step = (average - value) * tf.cast(rate, average.dtype)
+            if keep is not None:  # a masked update: the average stays exactly where it is
+                step = tf.where(keep, step, tf.zeros_like(step))
+            average.assign_sub(step)
 
 
 class WithWeightAverage(OptimizerWrapper):
@@ -45,6 +50,6 @@ class WithWeightAverage(OptimizerWrapper):
         super().__init__(inner, name="with_weight_average")
         self.average = average
 
-    def apply(self, grads, variables) -> None:
-        self.inner.apply(grads, variables)
-        self.average.update(list(variables), self.inner.iterations)
+    def apply(self, grads, variables, keep: tf.Tensor | None = None) -> None:
+        self.inner.apply(grads, variables, keep)
+        self.average.update(list(variables), self.inner.iterations, keep)
