@@ -106,7 +106,7 @@ def test_gradient_norm_terms_match_l2_loss_and_xla_sums_the_matrix_with_a_dot(xl
     assert any("window={size=32x32" in line for line in windows) == (not xla)
 
 
-@pytest.mark.parametrize("optimizer", ["adamw", "momentum"])  # masked update / conditional
+@pytest.mark.parametrize("optimizer", ["adamw", "momentum"])  # XLA: masked / conditional
 @pytest.mark.parametrize("jit", [False, True])
 def test_a_non_finite_step_reaches_no_weight_slot_or_average(tmp_path, jit, optimizer):
     """In every mode a step with non-finite gradients is skipped whole and raises the flag."""

@@ -371,25 +371,30 @@ class OptimizerWrapper(tf.Module):
 class SkipNonFinite(OptimizerWrapper):
     """Applies an update only when every gradient is finite; otherwise leaves the weights, slots
     and counters as they were and raises `diverged`, which the loop checks before any save.
-    It records the gradients' norms on the way, which is how it tells."""
+    It records the gradients' norms on the way, which is how it tells. `masked` chooses how it
+    skips (see `apply_only_if`)."""
 
-    def __init__(self, inner, norms: GradientNorms):
+    def __init__(self, inner, norms: GradientNorms, masked: bool = False):
         super().__init__(inner, name="skip_non_finite")
-        self.norms = norms
+        self.norms, self.masked = norms, masked
         self.diverged = tf.Variable(False, trainable=False, name="diverged")
 
     def apply(self, grads, variables, keep: tf.Tensor | None = None) -> None:
         grads = [tf.cast(g, v.dtype) for g, v in zip(grads, variables)]
         finite = self.norms.record(grads)
-        apply_only_if(finite if keep is None else finite & keep, self.inner, grads, variables)
+        condition = finite if keep is None else finite & keep
+        apply_only_if(condition, self.inner, grads, variables, self.masked)
         self.diverged.assign(self.diverged | ~finite)
 
 
-def apply_only_if(condition: tf.Tensor, optimizer, grads, variables) -> None:
-    """`optimizer.apply(grads, variables)` when `condition` holds, else nothing. A masked update
-    where the optimizer's rules allow it: a conditional around in-place updates costs copies of
-    every variable and slot under a compiler."""
-    if optimizer.masks_exactly:
+def apply_only_if(condition: tf.Tensor, optimizer, grads, variables, masked: bool) -> None:
+    """`optimizer.apply(grads, variables)` when `condition` holds, else nothing.
+
+    Two ways to skip: a conditional around the update, or (`masked`, where the optimizer's rules
+    allow it) the update applied as a no-op. A compiled program pays for a conditional around
+    in-place updates with a copy of every variable and slot; a graph pays for the masking's
+    extra passes instead."""
+    if masked and optimizer.masks_exactly:
         optimizer.apply(grads, variables, keep=condition)
         return
 

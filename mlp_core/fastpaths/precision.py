@@ -93,11 +93,12 @@ class LossScaleOptimizer(OptimizerWrapper):
         self,
         inner,
         norms: GradientNorms,
+        masked: bool = False,
         initial: float = 2.0**15,
         growth_interval: int = 2000,
     ):
         super().__init__(inner, name="loss_scale")
-        self.norms, self.growth_interval = norms, growth_interval
+        self.norms, self.masked, self.growth_interval = norms, masked, growth_interval
         first = tf.VariableAggregation.ONLY_FIRST_REPLICA
         with self.name_scope:
             self.scale = tf.Variable(initial, trainable=False, name="scale", aggregation=first)
@@ -113,7 +114,8 @@ class LossScaleOptimizer(OptimizerWrapper):
     def apply(self, grads, variables, keep: tf.Tensor | None = None) -> None:
         grads = [tf.cast(g, v.dtype) / self.scale for g, v in zip(grads, variables)]
         finite = self.norms.record(grads)
-        apply_only_if(finite if keep is None else finite & keep, self.inner, grads, variables)
+        condition = finite if keep is None else finite & keep
+        apply_only_if(condition, self.inner, grads, variables, self.masked)
         self._update_scale(finite)
 
     def _update_scale(self, finite: tf.Tensor) -> None:

@@ -106,7 +106,8 @@ class Trainer:
         if self.ema:
             optimizer = WithWeightAverage(optimizer, self.ema)
         guard = LossScaleOptimizer if self.precision.loss_scaling else SkipNonFinite
-        self.guard = guard(optimizer, self.norms)
+        # Under XLA a skipped update is a masked one: its conditional would copy every slot.
+        self.guard = guard(optimizer, self.norms, masked=bool(config.jit_compile))
         return CrossReplicaMean(self.guard) if self.distributed else self.guard
 
     @staticmethod
