@@ -157,7 +157,7 @@ def write_augmented_inputs(ctx: RunContext, step: int) -> None:
 
 def objective_differs(config: Config) -> bool:
     """Whether the step minimizes something other than the plain mean cross-entropy."""
-    return bool(config.label_smoothing or config.class_weights != "none" or config.l2)
+    return bool(config.label_smoothing or config.class_weights != "none")
 
 
 def png(figure) -> tf.Tensor:
