@@ -67,15 +67,7 @@ class Trainer:
             xla_half_squared_norms if config.jit_compile else half_squared_norms,
         )
         self.optimizer = self._optimizer(config, steps)
-        self.step = TrainStep(
-            self.model,
-            self.optimizer,
-            make_loss(config.label_smoothing, self._class_weights(config, train)),
-            functools.partial(
-                preprocess, normalize=config.normalize, dtype=self.precision.compute_dtype
-            ),
-            RunningMetrics("train_metrics", cross_replica_sum if self.distributed else tf.identity),
-        )
+        self.step = self._train_step(config, train)
         self.augment = augment.from_config(config)
         self.device_data = (
             DeviceData(_needed(train), config.batch_size, config.seed, device, _oversample(config))
@@ -109,6 +101,18 @@ class Trainer:
         # Under XLA a skipped update is a masked one: its conditional would copy every slot.
         self.guard = guard(optimizer, self.norms, masked=bool(config.jit_compile))
         return CrossReplicaMean(self.guard) if self.distributed else self.guard
+
+    def _train_step(self, config: Config, train: Split | None) -> TrainStep:
+        """The plain step, handed this run's loss, input dtype and metrics' reduction."""
+        return TrainStep(
+            self.model,
+            self.optimizer,
+            make_loss(config.label_smoothing, self._class_weights(config, train)),
+            functools.partial(
+                preprocess, normalize=config.normalize, dtype=self.precision.compute_dtype
+            ),
+            RunningMetrics("train_metrics", cross_replica_sum if self.distributed else tf.identity),
+        )
 
     @staticmethod
     def _class_weights(config: Config, train: Split | None) -> tuple[float, ...]:
