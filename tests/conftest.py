@@ -105,24 +105,31 @@ def run_script(script: str, *args: str, timeout: float = 300) -> subprocess.Comp
     )
 
 
-def run_here(script: str, *args: str) -> subprocess.CompletedProcess:
-    """scripts/<script> as `run_script` runs it, but in this process: for the error paths, which
-    stop before training, so they need no TensorFlow start-up of their own."""
-    import contextlib
+def script_main(script: str):
+    """scripts/<script>'s main, imported in this process (no TensorFlow start-up per call)."""
     import importlib.util
-    import io
-
-    from mlp_core.config.cli import run_main
 
     spec = importlib.util.spec_from_file_location(
         f"script_{script[:-3]}", ROOT / "scripts" / script
     )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module.main
+
+
+def run_here(script: str, *args: str) -> subprocess.CompletedProcess:
+    """scripts/<script> as `run_script` runs it, but in this process: for the error paths, which
+    stop before training, so they need no TensorFlow start-up of their own."""
+    import contextlib
+    import io
+
+    from mlp_core.config.cli import run_main
+
+    main = script_main(script)
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = run_main(module.main, list(args))
+            code = run_main(main, list(args))
         except SystemExit as exit_:  # argparse
             code = exit_.code if isinstance(exit_.code, int) else 1
     return subprocess.CompletedProcess([script, *args], code, out.getvalue(), err.getvalue())

@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 
 import pytest
-from conftest import ROOT
+from conftest import script_main
 
 import mlp_core.config
 from mlp_core.config.cli import ArgumentParser
@@ -149,15 +148,6 @@ def test_presets_fill_only_the_fields_not_given(capsys):
     capsys.readouterr()
     parse_config(["--epochs", "2"])
     assert capsys.readouterr().err == ""  # the default preset is not announced
-
-
-def script_main(script: str):
-    spec = importlib.util.spec_from_file_location(
-        f"script_{script[:-3]}", ROOT / "scripts" / script
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 class Seen(Exception):

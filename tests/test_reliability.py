@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import importlib.util
 import json
 import os
 import random
@@ -18,7 +17,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import ROOT, assert_clean_error, run_here, run_script, tiny_config, write_idx
+from conftest import (
+    ROOT,
+    assert_clean_error,
+    run_here,
+    run_script,
+    script_main,
+    tiny_config,
+    write_idx,
+)
 
 from mlp_core.config.config import Config, with_overrides
 from mlp_core.core.data import FILES
@@ -389,16 +396,6 @@ def test_a_run_in_use_is_refused_naming_its_process_and_kill_9_leaves_no_stale_l
     assert not (tmp_path / "live" / "saved_model").exists()
     assert export(["--run", str(tmp_path / "live")]) == 0  # the killed process's lock went with it
     assert (tmp_path / "live" / "saved_model" / "saved_model.pb").is_file()
-
-
-def script_main(script: str):
-    """scripts/<script>'s main, imported in this process (no TensorFlow start-up per call)."""
-    spec = importlib.util.spec_from_file_location(
-        f"script_{script[:-3]}", ROOT / "scripts" / script
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.main
 
 
 @pytest.mark.parametrize(

@@ -189,7 +189,7 @@ class Config:
     schedule: str = option("cosine", "cosine = warm-up then cosine", choices=SCHEDULES)
     warmup_epochs: float = option(1.0, "epochs of linear warm-up", parse=nonneg_float)
     label_smoothing: float = option(0.0, "label smoothing of the targets", parse=fraction)
-    l2: float = option(0.0, "L2 penalty on weights, added to the loss", parse=nonneg_float)
+    l2: float = option(0.0, "L2 penalty on the weight matrices", parse=nonneg_float)
     clip_norm: float = option(0.0, "global-norm clip; 0 = off", parse=nonneg_float)
     seed: int = option(
         0, "random seed: initialization, shuffling, dropout, augmentation", parse=nonneg_int
