@@ -280,6 +280,12 @@ class GracefulStop:
         anyone = self.agreement.agree(self.signum)  # a collective: every worker takes part
         return self.signum or anyone
 
+    def wait_for_peers(self) -> None:
+        """Under multi_worker, return once every worker has got here (a collective); a worker
+        that left first would cut its peers' last collectives short."""
+        if self.agreement is not None:
+            self.agreement.agree(None)
+
     def interrupted(self, signum: int, step: int, config) -> Interrupted:
         """The error that ends this process: stopped by its own signal, or with a peer."""
         return (

@@ -131,6 +131,7 @@ def between_steps(
         check_divergence(ctx, ckpt, step)
     if signum is not None:
         ckpt.save()
+        stop.wait_for_peers()  # no worker leaves while another still saves
         raise stop.interrupted(signum, step, ctx.config)
     if save:
         ckpt.save()
