@@ -235,7 +235,7 @@ class Config:
         "split the CPU into N logical devices (for mirrored without GPUs); 0 = no split",
         parse=nonneg_int,
     )
-    # Fast paths; None / 0 / "auto" = the fastest correct choice for the device (see loop.py).
+    # Fast paths; None / 0 / "auto" = the fastest correct choice for the device (fastpaths/choose.py).
     jit_compile: bool | None = option(
         None,
         "compile the step with XLA (default: the device's fastest)",

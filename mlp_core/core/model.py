@@ -127,7 +127,7 @@ class MLP(tf.Module):
 
     def _dropout(self, x: tf.Tensor, training: bool) -> tf.Tensor:
         """Inverted dropout from 16 random bits per unit, not a 32-bit float: random numbers are
-        drawn on one thread, so halving them speeds up the step (docs/throughput.md). The drop
+        drawn on one thread, so halving them speeds up the step. The drop
         probability is the rate rounded to 1/65536;
         survivors are scaled by the exact keep probability, so expected activations are unchanged."""
         if not training or self.dropout == 0.0:

@@ -6,7 +6,7 @@ The update rules follow `keras.optimizers` (tests compare them to 1e-6). Each is
 `_reference_update`, which is what the tests and the curious read; the step runs `_fused_update`, the
 same rule as one of TensorFlow's fused training kernels (`tf.raw_ops.ResourceApply*`), which makes one
 pass over the variable and its slots instead of one per elementwise op: on a small step the
-separate passes cost nearly as much as the backward pass (docs/throughput.md has the figures).
+separate passes cost nearly as much as the backward pass on a small step.
 """
 
 from __future__ import annotations

@@ -24,10 +24,10 @@ CPU_DEFAULTS: dict[str, Any] = dict(
     jit_compile=True, steps_per_call=16, data_on_device=True, precision="float32"
 )
 # CPUs with bfloat16 dot-product instructions multiply bfloat16 matrices faster than float32 ones
-# (docs/throughput.md has the figures); without them bfloat16 is emulated and slower (even with
+# (docs/benchmark.json has the figures); without them bfloat16 is emulated and slower (even with
 # its layers as float32 kernels, model.bf16_products_in_float32), so those keep float32. On the
 # CPUs with them, XLA multiplies bfloat16 no faster than float32, while the graph's oneDNN kernels
-# multiply it much faster (docs/throughput.md), so bfloat16 keeps the graph loop.
+# multiply it much faster (docs/benchmark.json), so bfloat16 keeps the graph loop.
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 CPU_BF16_DEFAULTS: dict[str, Any] = {
     **CPU_DEFAULTS,
@@ -112,7 +112,7 @@ def keep_freed_memory() -> dict[str, int]:
 
     TensorFlow's CPU tensors come from malloc. By default glibc serves large buffers with fresh
     mmaps and returns freed heap tops to the system, so every step touches new pages: up to
-    hundreds of page faults per step, each costing microseconds in a VM (docs/throughput.md).
+    hundreds of page faults per step, each costing microseconds in a VM.
     Raising the thresholds keeps the freed buffers in the heap: the process's resident memory stays
     near its peak instead of falling back between steps.
     Skipped off glibc and when the user sets glibc's own MALLOC_* variables. Returns what was set.
