@@ -25,7 +25,7 @@ CPU_DEFAULTS: dict[str, Any] = dict(
 )
 # CPUs with bfloat16 dot-product instructions multiply bfloat16 matrices faster than float32 ones
 # (docs/benchmark.json has the figures); without them bfloat16 is emulated and slower (even with
-# its layers as float32 kernels, model.bf16_products_in_float32), so those keep float32. On the
+# its layers as float32 kernels, precision.bf16_products_in_float32), so those keep float32. On the
 # CPUs with them, XLA multiplies bfloat16 no faster than float32, while the graph's oneDNN kernels
 # multiply it much faster (docs/benchmark.json), so bfloat16 keeps the graph loop.
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
