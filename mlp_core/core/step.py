@@ -104,9 +104,9 @@ class RunningMetrics(tf.Module):
 class TrainStep(tf.Module):
     """One training step over a model, an optimizer, a loss and an input transform.
 
-    `__call__` is the step as plain Python (what wrappers compose); `compiled` is it as a graph
-    with a fixed input signature, traced once. `steps` counts steps taken, skipped updates
-    included (the optimizer's `iterations` counts applied updates).
+    `__call__` is the step as plain Python, which the loops and wrappers compile with a fixed
+    input signature. `steps` counts steps taken, skipped updates included (the optimizer's
+    `iterations` counts applied updates).
     """
 
     def __init__(
@@ -122,7 +122,6 @@ class TrainStep(tf.Module):
         self.loss = loss or make_loss()
         self.metrics = metrics or RunningMetrics("train_metrics")
         self.steps = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
-        self.compiled = tf.function(self.__call__, input_signature=BATCH_SPEC)
 
     def __call__(self, images: tf.Tensor, one_hot: tf.Tensor) -> tf.Tensor:
         """Forward, loss, gradients, update, metrics; returns the batch's loss."""
